@@ -1,0 +1,31 @@
+# Quick start: `make demo` and `make test`. Each builds .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo bench bench-swarm clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m murder_core.demo
+
+bench-swarm: $(STAMP)
+	$(PY) bench/swarm.py
+
+bench: $(STAMP)
+	$(PY) bench/datacenter.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,83 @@
+"""Names, event tags and defaults: the one place they are defined.
+
+Every key here can be set in the master or minion config under ``murder:``
+(for example ``murder: {tracker_port: 8998}``) and most can be given to the
+call itself; the call wins over the config, the config over these defaults.
+The README's configuration table is this table.
+"""
+import re
+
+from murder_core.errors import InvalidInput
+
+# Event tags. ``{deploy_id}`` and ``{minion}`` are filled in by the sender.
+TAG_DEPLOY_REQUEST = "murder/deploy/request"
+TAG_DEPLOY_START = "murder/deploy/{deploy_id}/start"
+TAG_DEPLOY_COMPLETE = "murder/deploy/{deploy_id}/complete"
+TAG_PEER_PROGRESS = "murder/peer/{deploy_id}/{minion}/progress"
+TAG_PEER_DONE = "murder/peer/{deploy_id}/{minion}/done"
+TAG_PEER_FAILED = "murder/peer/{deploy_id}/{minion}/failed"
+
+DEFAULTS = {
+    # Where releases live on a minion; {app} and {minion} are expanded there.
+    "base_dir": "/srv/{app}",
+    # How many finished releases to keep on each minion (current included).
+    "keep": 5,
+    # Address the master's tracker and seeder bind to and announce; "" means
+    # the address of the master's interface that the minions reach.
+    "seeder_address": "",
+    # Murder's historical tracker port.
+    "tracker_port": 8998,
+    # Port range the master's seeder and the minions' peers listen on.
+    "peer_port_first": 6881,
+    "peer_port_last": 6999,
+    # Seconds a tracker tells peers to wait between announces (datacenter: short).
+    "announce_interval": 5,
+    # Most peers the tracker returns per announce.
+    "max_peers_per_announce": 200,
+    # Torrent piece size in bytes (see docs/tuning.md for the measurement).
+    "piece_size": 4 * 1024 * 1024,
+    # A peer fails when no byte arrives for this many seconds.
+    "stall_timeout": 30,
+    # A finished peer keeps seeding until the swarm is complete, at most this long.
+    "linger": 60,
+    # Overall deadline of a deploy, seconds.
+    "timeout": 600,
+    # Least seconds between two progress events from one peer.
+    "progress_interval": 2.0,
+    # Per-host transfer caps in bytes/s; 0 means no cap.
+    "upload_rate_limit": 0,
+    "download_rate_limit": 0,
+    # Archive members left out of a packed directory.
+    "excludes": [".git"],
+}
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _check_plain(kind, name):
+    if not isinstance(name, str) or not _PLAIN_NAME.match(name) or ".." in name:
+        raise InvalidInput(
+            f"invalid {kind} name {name!r}: use 1 to 128 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_release_name(name):
+    """Return ``name`` if it is a plain release name, else raise InvalidInput."""
+    return _check_plain("release", name)
+
+
+def check_app_name(name):
+    """Return ``name`` if it is a plain app name, else raise InvalidInput."""
+    return _check_plain("app", name)
+
+
+def option(key, call_value=None, opts=None):
+    """Resolve one setting: the call's value, else ``opts['murder'][key]``, else the default."""
+    if call_value is not None:
+        return call_value
+    section = (opts or {}).get("murder") or {}
+    if key in section:
+        return section[key]
+    return DEFAULTS[key]

@@ -1,0 +1,268 @@
+"""The seeder and the peer: libtorrent sessions with the datacenter profile.
+
+A :class:`Seeder` serves an artifact it already has (``seed_mode``: no
+re-hash of a file the master just hashed). A :class:`Peer` downloads into a
+directory, reports :class:`Progress` through a callback, fails with
+:class:`StallError` when no byte arrives for ``stall_timeout`` seconds,
+checks the finished file against the deploy's SHA-256, and lingers as a
+seeder until the swarm is complete (see ``policy.LingerPolicy``).
+
+Peers are ordinary BitTorrent clients: any client that speaks the protocol
+can join a swarm through the tracker or connect to a peer's port.
+"""
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import libtorrent as lt
+
+from murder_core import policy, profile, torrent as torrent_mod
+from murder_core.errors import InvalidInput, MurderError, StallError, VerifyError
+from murder_core.pack import sha256_file
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report of a peer."""
+
+    bytes_done: int
+    size: int
+    rate: float  # payload bytes per second, as libtorrent measures it
+    bytes_from_seeder: int
+    bytes_from_peers: int
+    peers: int
+    hash_failures: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What a finished download reports."""
+
+    path: str
+    size: int
+    seconds: float
+    bytes_from_seeder: int
+    bytes_from_peers: int
+    hash_failures: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _endpoint(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Member:
+    """One libtorrent session holding one torrent, seeder or peer."""
+
+    def __init__(self, torrent, save_dir, *, listen, seeder, shared_address, port_retries,
+                 upload_rate_limit, download_rate_limit, flags):
+        self.info = torrent_mod.describe(torrent)
+        self.save_dir = os.path.abspath(save_dir)
+        self.path = os.path.join(self.save_dir, self.info.name)
+        self.hash_failures = 0
+        self.error = None
+        self._session = profile.make_session(
+            listen,
+            seeder=seeder,
+            shared_address=shared_address,
+            port_retries=port_retries,
+            upload_rate_limit=upload_rate_limit,
+            download_rate_limit=download_rate_limit,
+        )
+        params = lt.add_torrent_params()
+        params.ti = torrent_mod.load(torrent)
+        params.save_path = self.save_dir
+        params.flags = (params.flags | flags) & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+        self._handle = self._session.add_torrent(params)
+
+    @property
+    def listen_port(self):
+        return self._session.listen_port()
+
+    @property
+    def endpoint(self):
+        """``(ip, port)`` other members connect to."""
+        host, _ = _endpoint(self._session.get_settings()["listen_interfaces"].split(",")[0])
+        return host, self.listen_port
+
+    def status(self):
+        return self._handle.status()
+
+    def connect(self, *endpoints):
+        """Connect to members directly, without waiting for the tracker."""
+        for host, port in endpoints:
+            self._handle.connect_peer((host, int(port)))
+
+    def _drain_alerts(self, wait_ms=0):
+        if wait_ms:
+            self._session.wait_for_alert(wait_ms)
+        for alert in self._session.pop_alerts():
+            if isinstance(alert, lt.hash_failed_alert):
+                self.hash_failures += 1
+                log.info("%s: %s", self.info.name, alert.message())
+            elif isinstance(alert, (lt.file_error_alert, lt.torrent_error_alert)):
+                self.error = alert.message()
+                log.warning("%s: %s", self.info.name, self.error)
+            elif isinstance(alert, (lt.listen_failed_alert,)):
+                self.error = alert.message()
+
+    def close(self):
+        """Stop the session: announce ``stopped`` and close every connection."""
+        if self._session is None:
+            return
+        try:
+            self._session.remove_torrent(self._handle)
+        except RuntimeError:
+            pass
+        self._session.pause()
+        self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Seeder(_Member):
+    """Serve an artifact the master already has, without re-hashing it."""
+
+    def __init__(self, torrent, artifact, *, listen="127.0.0.1:0", shared_address=False,
+                 port_retries=0, upload_rate_limit=0):
+        artifact = os.path.abspath(artifact)
+        name = torrent_mod.describe(torrent).name
+        if os.path.basename(artifact) != name or not os.path.isfile(artifact):
+            raise InvalidInput(f"seeder needs the artifact {name}; {artifact} does not match")
+        super().__init__(
+            torrent, os.path.dirname(artifact), listen=listen, seeder=True,
+            shared_address=shared_address, port_retries=port_retries,
+            upload_rate_limit=upload_rate_limit, download_rate_limit=0,
+            flags=lt.torrent_flags.seed_mode,
+        )
+
+    def stats(self):
+        """Return ``{"uploaded": payload bytes sent, "peers": connected peers}``."""
+        self._drain_alerts()
+        status = self.status()
+        return {"uploaded": status.total_payload_upload, "peers": status.num_peers}
+
+
+class Peer(_Member):
+    """Download a release artifact from the swarm, then seed it for a while."""
+
+    def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0", shared_address=False,
+                 port_retries=0, upload_rate_limit=0, download_rate_limit=0,
+                 stall_timeout=30.0, on_progress=None, progress_interval=2.0):
+        os.makedirs(save_dir, exist_ok=True)
+        super().__init__(
+            torrent, save_dir, listen=listen, seeder=False, shared_address=shared_address,
+            port_retries=port_retries, upload_rate_limit=upload_rate_limit,
+            download_rate_limit=download_rate_limit, flags=0,
+        )
+        self.stall_timeout = float(stall_timeout)
+        self._on_progress = on_progress
+        self._throttle = policy.Throttle(float(progress_interval))
+        self._from_seeder = policy.SeederCounter()
+
+    def _count_sources(self):
+        for peer in self._handle.get_peer_info():
+            if peer.pid.to_bytes().startswith(profile.SEEDER_FINGERPRINT.encode()):
+                self._from_seeder.update((peer.ip, peer.pid.to_bytes()), peer.total_download)
+
+    def progress(self):
+        """Return the current :class:`Progress`."""
+        status = self.status()
+        from_seeder = min(self._from_seeder.total, status.total_payload_download)
+        return Progress(
+            bytes_done=status.total_wanted_done,
+            size=self.info.size,
+            rate=float(status.download_payload_rate),
+            bytes_from_seeder=from_seeder,
+            bytes_from_peers=max(status.total_payload_download - from_seeder, 0),
+            peers=status.num_peers,
+            hash_failures=self.hash_failures,
+        )
+
+    def _report(self, now, force=False):
+        if self._on_progress and self._throttle.ready(now, force):
+            try:
+                self._on_progress(self.progress())
+            except Exception:  # a reporting failure must not fail the download
+                log.exception("progress callback failed")
+
+    def download(self, deadline=None):
+        """Download until the artifact is complete; return a :class:`DownloadResult`.
+
+        Raises :class:`StallError` after ``stall_timeout`` seconds without a
+        new byte (or when ``deadline``, a ``time.monotonic()`` value, passes)
+        and :class:`MurderError` on a storage error such as a full disk.
+        """
+        started = time.monotonic()
+        stall = policy.StallDetector(self.stall_timeout, started)
+        while True:
+            self._drain_alerts(int(TICK_SECONDS * 1000))
+            now = time.monotonic()
+            status = self.status()
+            self._count_sources()
+            if self.error or status.errc.value():
+                reason = self.error or status.errc.message()
+                raise MurderError(f"download of {self.info.name} failed: {reason}")
+            if status.is_seeding:
+                break
+            if stall.stalled(status.total_wanted_done, now):
+                raise StallError(
+                    f"download of {self.info.name} stalled: no data for {self.stall_timeout:g} s "
+                    f"({status.total_wanted_done} of {self.info.size} bytes, "
+                    f"{status.num_peers} peers connected, tracker: {status.current_tracker or 'none answered'})"
+                )
+            if deadline is not None and now > deadline:
+                raise StallError(
+                    f"download of {self.info.name} did not finish before the deadline "
+                    f"({status.total_wanted_done} of {self.info.size} bytes)"
+                )
+            self._report(now)
+        self._report(time.monotonic(), force=True)
+        done = self.progress()
+        return DownloadResult(
+            path=self.path,
+            size=self.info.size,
+            seconds=time.monotonic() - started,
+            bytes_from_seeder=done.bytes_from_seeder,
+            bytes_from_peers=done.bytes_from_peers,
+            hash_failures=self.hash_failures,
+        )
+
+    def verify(self, sha256):
+        """Raise :class:`VerifyError` unless the artifact's SHA-256 is ``sha256``."""
+        actual = sha256_file(self.path)
+        if actual != sha256:
+            raise VerifyError(f"{self.path} has SHA-256 {actual}, the deploy announced {sha256}")
+
+    def linger(self, limit):
+        """Keep seeding until the tracker reports no incomplete peer, or ``limit`` seconds.
+
+        Returns why it stopped: ``"swarm complete"`` or ``"linger limit"``.
+        """
+        linger = policy.LingerPolicy(float(limit), time.monotonic())
+        next_scrape = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_scrape:
+                self._handle.scrape_tracker()
+                next_scrape = now + 1.0
+            self._drain_alerts(int(TICK_SECONDS * 1000))
+            status = self.status()
+            if not linger.keep_seeding(status.num_complete, status.num_incomplete, time.monotonic()):
+                reached_limit = time.monotonic() - linger.finished >= linger.limit
+                return "linger limit" if reached_limit else "swarm complete"

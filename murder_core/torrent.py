@@ -1,0 +1,96 @@
+"""Make the torrent of a release artifact, and read one.
+
+Torrents are BitTorrent v1+v2 hybrids: v2 hashes every 16 KiB block with
+SHA-256 in a merkle tree, and the v1 half lets any ordinary client join the
+swarm. The whole-artifact SHA-256 is not part of the torrent; the deploy
+carries it beside the torrent through Salt's encrypted channel, and a peer
+checks the finished file against it before unpacking.
+"""
+import os
+from dataclasses import dataclass
+
+import libtorrent as lt
+
+from murder_core.config import DEFAULTS
+from murder_core.errors import InvalidInput, MurderError
+
+CREATOR = "murder for Salt"
+MIN_PIECE_SIZE = 16 * 1024
+
+
+@dataclass(frozen=True)
+class TorrentInfo:
+    """What the deploy needs to know about a torrent."""
+
+    info_hash: str  # hex; the v2 SHA-256 info-hash of the hybrid torrent
+    tracker_keys: tuple  # the 20-byte hashes peers announce under (v1 and truncated v2)
+    name: str  # the artifact's file name inside the torrent
+    size: int
+    piece_size: int
+    num_pieces: int
+    trackers: tuple
+
+
+def make_torrent(artifact, trackers, piece_size=None):
+    """Return the bencoded hybrid torrent of the single file ``artifact``.
+
+    ``trackers`` is a list of announce URLs (one tier each). ``piece_size`` is
+    a power of two of at least 16 KiB (default: ``DEFAULTS['piece_size']``).
+    The torrent has no creation date, so the same artifact and trackers
+    always make the same bytes and the same info-hash.
+    """
+    piece_size = piece_size or DEFAULTS["piece_size"]
+    if piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1):
+        raise InvalidInput(f"piece_size {piece_size} must be a power of two of at least {MIN_PIECE_SIZE}")
+    if not trackers:
+        raise InvalidInput("a torrent needs at least one tracker URL")
+    artifact = os.path.abspath(artifact)
+    if not os.path.isfile(artifact) or os.path.getsize(artifact) == 0:
+        raise InvalidInput(f"artifact {artifact} is missing or empty")
+
+    creator = lt.create_torrent(lt.list_files(artifact), piece_size)
+    for tier, url in enumerate(trackers):
+        creator.add_tracker(url, tier)
+    creator.set_creator(CREATOR)
+    try:
+        lt.set_piece_hashes(creator, os.path.dirname(artifact))
+    except RuntimeError as exc:
+        raise MurderError(f"cannot hash {artifact}: {exc}") from exc
+    entry = creator.generate()
+    entry.pop(b"creation date", None)
+    return lt.bencode(entry)
+
+
+def load(torrent):
+    """Return the :class:`libtorrent.torrent_info` of bencoded torrent bytes."""
+    try:
+        return lt.torrent_info(lt.bdecode(torrent))
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"not a valid torrent: {exc}") from exc
+
+
+def _trackers(torrent):
+    decoded = lt.bdecode(torrent)
+    tiers = decoded.get(b"announce-list") or [[decoded.get(b"announce", b"")]]
+    return tuple(url.decode() for tier in tiers for url in tier if url)
+
+
+def describe(torrent):
+    """Return the :class:`TorrentInfo` of bencoded torrent bytes."""
+    info = load(torrent)
+    hashes = info.info_hashes()
+    keys = []
+    if hashes.has_v1():
+        keys.append(hashes.v1.to_bytes())
+    if hashes.has_v2():
+        keys.append(hashes.v2.to_bytes()[:20])
+    info_hash = hashes.v2 if hashes.has_v2() else hashes.v1
+    return TorrentInfo(
+        info_hash=info_hash.to_bytes().hex(),
+        tracker_keys=tuple(keys),
+        name=info.name(),
+        size=info.total_size(),
+        piece_size=info.piece_length(),
+        num_pieces=info.num_pieces(),
+        trackers=_trackers(torrent),
+    )

@@ -1,0 +1,227 @@
+"""Pack and unpack: the tree round-trips exactly, deterministically, and safely."""
+import io
+import os
+import stat
+import tarfile
+
+import pytest
+import zstandard
+
+from murder_core import pack
+from murder_core.errors import InvalidInput, MurderError, ReleaseError, UnsafeArchive
+
+
+def make_tree(root):
+    """A tree with every kind of entry a release carries."""
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "run").write_text("#!/bin/sh\necho run\n")
+    (root / "bin" / "run").chmod(0o750)
+    (root / "conf").mkdir()
+    (root / "conf" / "app.yaml").write_text("a: 1\n")
+    (root / "conf" / "app.yaml").chmod(0o640)
+    (root / "group-writable").write_text("shared\n")
+    (root / "group-writable").chmod(0o664)
+    (root / "empty").mkdir()
+    (root / "name with spaces.txt").write_text("spaces\n")
+    (root / "ünïcødé-名前.txt").write_text("unicode\n")
+    (root / "link-to-file").symlink_to("conf/app.yaml")
+    (root / "link-to-dir").symlink_to("bin")
+    (root / "conf" / "up-and-back").symlink_to("../bin/run")
+    (root / "data.bin").write_bytes(os.urandom(300_000))
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return root
+
+
+def snapshot(root):
+    """{relative path: (kind, mode, content or link target)} of a tree."""
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                entries[rel] = ("link", None, os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = ("dir", stat.S_IMODE(st.st_mode), None)
+            else:
+                with open(full, "rb") as handle:
+                    entries[rel] = ("file", stat.S_IMODE(st.st_mode), handle.read())
+    return entries
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "src")
+
+
+def test_round_trip_keeps_every_kind_of_entry(tree, tmp_path):
+    artifact = pack.pack(str(tree), str(tmp_path / "out" / "app.tar.zst"))
+    dest = tmp_path / "releases" / "r1"
+    pack.unpack(artifact.path, str(dest))
+
+    expected = {k: v for k, v in snapshot(tree).items() if not k.startswith(".git")}
+    assert snapshot(dest) == expected
+    assert ".git" not in os.listdir(dest)
+    assert os.path.islink(dest / "link-to-dir")
+    assert (dest / "link-to-dir" / "run").read_text() == "#!/bin/sh\necho run\n"
+    assert stat.S_IMODE(os.stat(dest / "group-writable").st_mode) == 0o664
+    assert artifact.sha256 == pack.sha256_file(artifact.path)
+    assert artifact.size == os.path.getsize(artifact.path)
+
+
+def test_same_tree_packs_to_same_bytes(tree, tmp_path):
+    first = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    second = pack.pack(str(tree), str(tmp_path / "b.tar.zst"))
+    assert first.sha256 == second.sha256
+    (tree / "bin" / "run").write_text("#!/bin/sh\necho changed\n")
+    third = pack.pack(str(tree), str(tmp_path / "c.tar.zst"))
+    assert third.sha256 != first.sha256
+
+
+def test_excludes_are_configurable(tree, tmp_path):
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"), excludes=["*.bin", "conf"])
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    names = set(os.listdir(tmp_path / "r"))
+    assert ".git" in names and "data.bin" not in names and "conf" not in names
+
+
+def test_uncompressed_artifact_round_trips(tree, tmp_path):
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar"), compression="none")
+    with open(artifact.path, "rb") as handle:
+        assert not handle.read(4).startswith(pack.ZSTD_MAGIC)
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    assert (tmp_path / "r" / "conf" / "app.yaml").read_text() == "a: 1\n"
+
+
+def test_single_file_source(tmp_path):
+    source = tmp_path / "tool.sh"
+    source.write_text("echo hi\n")
+    source.chmod(0o755)
+    artifact = pack.pack(str(source), str(tmp_path / "a.tar.zst"))
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    assert os.listdir(tmp_path / "r") == ["tool.sh"]
+    assert stat.S_IMODE(os.stat(tmp_path / "r" / "tool.sh").st_mode) == 0o755
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz")])
+def test_existing_archive_is_shipped_unchanged(tree, tmp_path, suffix, mode):
+    source = tmp_path / f"given{suffix}"
+    with tarfile.open(source, mode) as tar:
+        tar.add(tree / "conf", arcname="conf")
+    artifact = pack.pack(str(source), str(tmp_path / "a"))
+    assert artifact.sha256 == pack.sha256_file(str(source))
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    assert (tmp_path / "r" / "conf" / "app.yaml").read_text() == "a: 1\n"
+
+
+def test_existing_zstd_archive(tree, tmp_path):
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as tar:
+        tar.add(tree / "bin", arcname="bin")
+    source = tmp_path / "given.tar.zst"
+    source.write_bytes(zstandard.ZstdCompressor().compress(plain.getvalue()))
+    artifact = pack.pack(str(source), str(tmp_path / "a"))
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    assert os.access(tmp_path / "r" / "bin" / "run", os.X_OK)
+
+
+@pytest.mark.parametrize(
+    "make_source,message",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "is empty"),
+    ],
+)
+def test_bad_sources_are_refused(tmp_path, make_source, message):
+    with pytest.raises(InvalidInput, match=message):
+        pack.pack(str(make_source(tmp_path)), str(tmp_path / "out" / "a.tar.zst"))
+    assert not (tmp_path / "out" / "a.tar.zst").exists()
+
+
+def test_source_symlink_leaving_the_tree_is_refused(tree, tmp_path):
+    (tree / "escape").symlink_to("/etc/passwd")
+    with pytest.raises(InvalidInput, match="escape"):
+        pack.pack(str(tree), str(tmp_path / "out" / "a.tar.zst"))
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_source_fifo_is_refused(tree, tmp_path):
+    os.mkfifo(tree / "pipe")
+    with pytest.raises(InvalidInput, match="pipe"):
+        pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+
+
+def _archive(path, *members):
+    """Write a plain tar with the given TarInfo members (regular ones get 3 bytes)."""
+    with tarfile.open(path, "w") as tar:
+        for info in members:
+            if info.isreg():
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"bad"))
+            else:
+                tar.addfile(info)
+    return str(path)
+
+
+def _member(name, kind=tarfile.REGTYPE, linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o644
+    return info
+
+
+UNSAFE = {
+    "absolute path": [_member("/tmp/murder-evil")],
+    "dot-dot path": [_member("../murder-evil")],
+    "nested dot-dot": [_member("ok/../../murder-evil")],
+    "symlink escaping": [_member("ln", tarfile.SYMTYPE, "../../outside")],
+    "absolute symlink": [_member("ln", tarfile.SYMTYPE, "/etc")],
+    "write through symlink": [_member("ln", tarfile.SYMTYPE, ".."), _member("ln/murder-evil")],
+    "hard link escaping": [_member("hl", tarfile.LNKTYPE, "../outside")],
+    "character device": [_member("dev", tarfile.CHRTYPE)],
+    "block device": [_member("blk", tarfile.BLKTYPE)],
+    "fifo": [_member("fifo", tarfile.FIFOTYPE)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_unsafe_archives_are_refused_with_nothing_written(tmp_path, case):
+    members = UNSAFE[case]
+    # A good member first, so that a partial extraction would leave traces.
+    archive = _archive(tmp_path / "evil.tar", _member("good.txt"), *members)
+    base = tmp_path / "base"
+    releases = base / "releases"
+    releases.mkdir(parents=True)
+    before = set(os.listdir(tmp_path))
+
+    with pytest.raises(UnsafeArchive) as raised:
+        pack.unpack(archive, str(releases / "r1"))
+
+    assert any(repr(m.name) in str(raised.value) for m in members)
+    assert os.listdir(releases) == []
+    assert set(os.listdir(tmp_path)) == before
+    assert not os.path.lexists("/tmp/murder-evil")
+    with pytest.raises(UnsafeArchive):
+        pack.pack(archive, str(tmp_path / "out.tar"))
+
+
+def test_truncated_archive_leaves_nothing(tree, tmp_path):
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    data = open(artifact.path, "rb").read()
+    (tmp_path / "cut.tar.zst").write_bytes(data[: len(data) // 2])
+    releases = tmp_path / "releases"
+    with pytest.raises(MurderError):
+        pack.unpack(str(tmp_path / "cut.tar.zst"), str(releases / "r1"))
+    assert os.listdir(releases) == []
+
+
+def test_unpack_refuses_existing_destination(tree, tmp_path):
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "keep").write_text("mine")
+    with pytest.raises(ReleaseError, match="already exists"):
+        pack.unpack(artifact.path, str(tmp_path / "r1"))
+    assert (tmp_path / "r1" / "keep").read_text() == "mine"

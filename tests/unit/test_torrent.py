@@ -1,0 +1,53 @@
+"""Torrent creation: hybrid v1+v2, deterministic, validated input."""
+import os
+
+import libtorrent as lt
+import pytest
+
+from murder_core import torrent
+from murder_core.errors import InvalidInput
+
+TRACKER = "http://127.0.0.1:8998/announce"
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    path = tmp_path / "app-r1.tar.zst"
+    path.write_bytes(os.urandom(3 * 1024 * 1024 + 123))
+    return str(path)
+
+
+def test_hybrid_torrent_with_sha256_and_tracker(artifact):
+    data = torrent.make_torrent(artifact, [TRACKER], piece_size=1 << 20)
+    info = torrent.describe(data)
+    hashes = torrent.load(data).info_hashes()
+    assert hashes.has_v1() and hashes.has_v2()
+    assert info.info_hash == hashes.v2.to_bytes().hex() and len(info.info_hash) == 64
+    assert info.tracker_keys == (hashes.v1.to_bytes(), hashes.v2.to_bytes()[:20])
+    assert info.name == "app-r1.tar.zst"
+    assert info.size == os.path.getsize(artifact)
+    assert (info.piece_size, info.num_pieces) == (1 << 20, 4)
+    assert info.trackers == (TRACKER,)
+    assert b"piece layers" in lt.bdecode(data)
+
+
+def test_same_artifact_same_torrent(artifact):
+    assert torrent.make_torrent(artifact, [TRACKER]) == torrent.make_torrent(artifact, [TRACKER])
+
+
+@pytest.mark.parametrize("piece_size", [1000, 8192, 3 << 20])
+def test_bad_piece_size_is_refused(artifact, piece_size):
+    with pytest.raises(InvalidInput, match="piece_size"):
+        torrent.make_torrent(artifact, [TRACKER], piece_size=piece_size)
+
+
+def test_missing_artifact_and_trackers_are_refused(tmp_path, artifact):
+    with pytest.raises(InvalidInput, match="missing or empty"):
+        torrent.make_torrent(str(tmp_path / "nope"), [TRACKER])
+    with pytest.raises(InvalidInput, match="tracker"):
+        torrent.make_torrent(artifact, [])
+
+
+def test_garbage_is_not_a_torrent():
+    with pytest.raises(InvalidInput, match="not a valid torrent"):
+        torrent.describe(b"d4:spam3:egge")
