@@ -27,6 +27,8 @@ DEFAULTS = {
     "seeder_address": "",
     # Murder's historical tracker port.
     "tracker_port": 8998,
+    # An external tracker's announce URL (opentracker, ...); "" runs our own.
+    "tracker_url": "",
     # Port range the master's seeder and the minions' peers listen on.
     "peer_port_first": 6881,
     "peer_port_last": 6999,

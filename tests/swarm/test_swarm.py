@@ -1,0 +1,171 @@
+"""Real libtorrent swarms on loopback: a seeder, peers and the tracker."""
+import time
+
+import libtorrent as lt
+import pytest
+
+from murder_core import swarm
+from murder_core.errors import StallError, VerifyError
+from murder_core.pack import sha256_file
+
+MiB = 1024 * 1024
+# Every member shares 127.0.0.1, so the profile must allow several connections per address.
+LOCAL = dict(listen="127.0.0.1:0", shared_address=True)
+
+
+def test_seeder_and_five_peers_all_finish_and_trade(make_release, members, tmp_path, run_all):
+    release = make_release(8 * MiB)
+    # A capped seeder cannot feed five peers alone in time: the peers must trade.
+    seeder = swarm.Seeder(release.torrent, release.path, upload_rate_limit=4 * MiB, **LOCAL)
+    members.append(seeder)
+    progress = []
+    peers = [
+        swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), stall_timeout=20,
+                   on_progress=progress.append, progress_interval=0.5, **LOCAL)
+        for i in range(5)
+    ]
+    members.extend(peers)
+
+    results = run_all([peer.download for peer in peers])
+
+    for peer, result in zip(peers, results):
+        assert sha256_file(result.path) == release.sha256
+        peer.verify(release.sha256)
+        assert result.size == 8 * MiB
+        assert result.bytes_from_seeder + result.bytes_from_peers >= 8 * MiB
+    assert sum(r.bytes_from_peers for r in results) > 8 * MiB
+    assert seeder.stats()["uploaded"] < 5 * 8 * MiB
+    assert progress and all(p.size == 8 * MiB for p in progress)
+    assert any(p.bytes_done == 8 * MiB for p in progress)
+
+
+def test_others_finish_from_peers_after_the_seeder_stops(make_release, members, tmp_path, run_all):
+    release = make_release(6 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+    members.append(seeder)
+    first = swarm.Peer(release.torrent, str(tmp_path / "first"), stall_timeout=20, **LOCAL)
+    # The others are held back so that they are far from done when the seeder goes.
+    slow = [
+        swarm.Peer(release.torrent, str(tmp_path / f"slow{i}"), stall_timeout=20,
+                   download_rate_limit=256 * 1024, **LOCAL)
+        for i in range(3)
+    ]
+    members.extend([first, *slow])
+
+    first.download()
+    seeder.close()
+    behind = [peer.progress().bytes_done for peer in slow]
+    assert all(done < 6 * MiB for done in behind)
+    for peer in slow:
+        peer._session.apply_settings({"download_rate_limit": 0})
+
+    results = run_all([peer.download for peer in slow])
+
+    for result in results:
+        assert sha256_file(result.path) == release.sha256
+    assert all(r.bytes_from_peers >= 6 * MiB - done for r, done in zip(results, behind))
+
+
+def test_corrupt_peer_is_survived_and_counted(make_release, members, tmp_path, run_all):
+    release = make_release(4 * MiB)
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    data = bytearray(open(release.path, "rb").read())
+    for offset in range(0, len(data), 256 * 1024):
+        data[offset + 1000 : offset + 1100] = bytes(100)
+    (bad_dir / release.info.name).write_bytes(bytes(data))
+    # A member that claims the whole file and serves it unchecked: a peer with bit rot.
+    corrupt = swarm._Member(
+        release.torrent, str(bad_dir), seeder=False, port_retries=0, upload_rate_limit=0,
+        download_rate_limit=0, flags=lt.torrent_flags.seed_mode, **LOCAL,
+    )
+    corrupt._session.apply_settings({"disable_hash_checks": True})
+    seeder = swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **LOCAL)
+    members.extend([corrupt, seeder])
+    peers = [swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), stall_timeout=30, **LOCAL) for i in range(2)]
+    members.extend(peers)
+    for peer in peers:
+        peer.connect(corrupt.endpoint)
+
+    results = run_all([peer.download for peer in peers])
+
+    for peer, result in zip(peers, results):
+        peer.verify(release.sha256)
+    assert sum(r.hash_failures for r in results) > 0
+
+
+def test_verify_refuses_wrong_sha256(make_release, members, tmp_path):
+    release = make_release(1 * MiB)
+    members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, **LOCAL)
+    members.append(peer)
+    peer.download()
+    with pytest.raises(VerifyError, match="SHA-256"):
+        peer.verify("0" * 64)
+
+
+def test_peer_without_seeder_fails_with_stall_error(make_release, members, tmp_path):
+    release = make_release(1 * MiB)
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=2, **LOCAL)
+    members.append(peer)
+    started = time.monotonic()
+    with pytest.raises(StallError, match=r"stalled: no data for 2 s \(0 of 1048576 bytes"):
+        peer.download()
+    waited = time.monotonic() - started
+    assert 2 <= waited < 10
+
+
+def test_finished_peer_lingers_until_swarm_complete(make_release, members, tmp_path, tracker):
+    release = make_release(2 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+    first = swarm.Peer(release.torrent, str(tmp_path / "first"), stall_timeout=20, **LOCAL)
+    members.extend([seeder, first])
+    first.download()
+    # Only complete members in the swarm now: lingering ends on the tracker's word.
+    assert first.linger(60) == "swarm complete"
+    assert tracker.swarm(release.info.tracker_keys[0])["incomplete"] == 0
+
+
+def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, tmp_path):
+    release = make_release(2 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+    first = swarm.Peer(release.torrent, str(tmp_path / "first"), stall_timeout=20, **LOCAL)
+    # A peer that announces but never gets anywhere keeps the swarm incomplete.
+    stuck = swarm.Peer(release.torrent, str(tmp_path / "stuck"), download_rate_limit=1024, **LOCAL)
+    members.extend([seeder, first, stuck])
+    first.download()
+    assert first.linger(3) == "linger limit"
+
+
+def test_download_cap_applies_to_private_addresses(make_release, members, tmp_path):
+    release = make_release(3 * MiB)
+    members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), download_rate_limit=1 * MiB,
+                      stall_timeout=20, **LOCAL)
+    members.append(peer)
+    result = peer.download()
+    # Uncapped, 3 MiB over loopback takes a fraction of a second; libtorrent
+    # exempts 127.0.0.1 from caps unless the profile's peer class filter works.
+    assert result.seconds >= 1.5
+
+
+def test_ordinary_client_joins_the_swarm(make_release, members, tmp_path):
+    release = make_release(2 * MiB)
+    members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))
+    # A stock libtorrent client: default settings (uTP on, encryption enabled).
+    client = lt.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False,
+                         "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": "",
+                         "allow_multiple_connections_per_ip": True})
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(lt.bdecode(release.torrent))
+    params.save_path = str(tmp_path / "client")
+    handle = client.add_torrent(params)
+    try:
+        deadline = time.monotonic() + 60
+        while not handle.status().is_seeding and time.monotonic() < deadline:
+            client.wait_for_alert(200)
+            client.pop_alerts()
+        assert handle.status().is_seeding
+        assert sha256_file(str(tmp_path / "client" / release.info.name)) == release.sha256
+    finally:
+        client.remove_torrent(handle)

@@ -1,0 +1,371 @@
+"""The deploy's tracker, over real HTTP on 127.0.0.1 (and one real libtorrent client)."""
+import http.client
+import ipaddress
+import os
+import random
+import socket
+import threading
+import time
+from urllib.parse import quote_from_bytes, urlencode
+
+import libtorrent as lt
+import pytest
+
+from murder_core.errors import InvalidInput, MurderError
+from murder_core.tracker import Tracker, pick_peers
+
+RELEASE = bytes(range(20))
+ALIAS = bytes(range(100, 120))
+OTHER = b"\xff" * 20
+
+
+def wait_for(condition, timeout=10.0, step=0.05):
+    """Poll ``condition`` until it returns something true or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak():
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.name.startswith("murder-tracker")]
+    assert not leaked, f"tracker threads still running: {leaked}"
+
+
+@pytest.fixture
+def make_tracker():
+    trackers = []
+
+    def make(**kwargs):
+        tracker = Tracker(**kwargs)
+        trackers.append(tracker)
+        return tracker.start()
+
+    yield make
+    for tracker in trackers:
+        tracker.stop()
+
+
+@pytest.fixture
+def tracker(make_tracker):
+    tracker = make_tracker()
+    tracker.serve(RELEASE)
+    return tracker
+
+
+def get(tracker, target, headers=None, method="GET"):
+    """One HTTP request straight to the tracker (no proxy); returns (status, body)."""
+    conn = http.client.HTTPConnection(tracker.host, tracker.port, timeout=5)
+    try:
+        conn.request(method, target, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def announce(
+    tracker, port, left=100, info_hash=RELEASE, event=None, compact=1, numwant=None, peer_id=None, **extra
+):
+    """Announce one peer (127.0.0.1:port); return the decoded reply."""
+    query = (
+        f"info_hash={quote_from_bytes(info_hash)}"
+        f"&peer_id={quote_from_bytes(peer_id or b'-TEST-' + b'%014d' % port)}"
+        f"&port={port}&uploaded=0&downloaded=0&left={left}&compact={compact}"
+    )
+    if event:
+        query += f"&event={event}"
+    if numwant is not None:
+        query += f"&numwant={numwant}"
+    if extra:
+        query += "&" + urlencode(extra)
+    status, body = get(tracker, "/announce?" + query)
+    assert status == 200, body
+    return lt.bdecode(body)
+
+
+def compact_peers(reply):
+    """Decode BEP 23 compact peers into [(ip, port)]."""
+    raw = reply[b"peers"]
+    assert len(raw) % 6 == 0
+    return [
+        (str(ipaddress.IPv4Address(raw[i : i + 4])), int.from_bytes(raw[i + 4 : i + 6], "big"))
+        for i in range(0, len(raw), 6)
+    ]
+
+
+def ports(reply):
+    return [port for _, port in compact_peers(reply)]
+
+
+def scrape(tracker, *info_hashes):
+    query = "&".join(f"info_hash={quote_from_bytes(h)}" for h in info_hashes)
+    status, body = get(tracker, "/scrape?" + query)
+    assert status == 200, body
+    return lt.bdecode(body)
+
+
+def failure(reply):
+    return reply.get(b"failure reason", b"").decode()
+
+
+def test_announce_returns_compact_peers_but_not_the_requester(tracker):
+    first = announce(tracker, 7001)
+    assert first[b"interval"] == 5
+    assert first[b"peers"] == b""
+    reply = announce(tracker, 7002)
+    assert compact_peers(reply) == [("127.0.0.1", 7001)]
+    assert reply[b"incomplete"] == 2 and reply[b"complete"] == 0
+    assert ports(announce(tracker, 7001)) == [7002]
+
+
+def test_dictionary_peer_list_when_not_compact(tracker):
+    announce(tracker, 7001, peer_id=b"A" * 20)
+    reply = announce(tracker, 7002, compact=0)
+    assert reply[b"peers"] == [{b"ip": b"127.0.0.1", b"port": 7001, b"peer id": b"A" * 20}]
+    reply = announce(tracker, 7002, compact=0, no_peer_id=1)
+    assert reply[b"peers"] == [{b"ip": b"127.0.0.1", b"port": 7001}]
+
+
+def test_completed_peers_come_first(tracker):
+    for port in (7001, 7002, 7003):
+        announce(tracker, port, left=50)
+    for port in (7101, 7102):
+        announce(tracker, port, left=0)
+    reply = announce(tracker, 7200, left=100)
+    got = ports(reply)
+    assert sorted(got[:2]) == [7101, 7102]
+    assert sorted(got[2:]) == [7001, 7002, 7003]
+    assert reply[b"complete"] == 2 and reply[b"incomplete"] == 4
+    # A complete peer is handed the downloading peers first.
+    got = ports(announce(tracker, 7101, left=0))
+    assert sorted(got[:4]) == [7001, 7002, 7003, 7200] and got[4:] == [7102]
+
+
+def test_pick_peers_policy():
+    class P:
+        def __init__(self, name, complete):
+            self.name, self.complete = name, complete
+
+    peers = [P("a", False), P("s", True), P("b", False), P("c", True)]
+    rng = random.Random(1)
+    picked = [p.name for p in pick_peers(peers, 3, rng=rng)]
+    assert sorted(picked[:2]) == ["c", "s"] and picked[2] in {"a", "b"}
+    picked = [p.name for p in pick_peers(peers, 10, requester_complete=True, rng=rng)]
+    assert sorted(picked[:2]) == ["a", "b"] and sorted(picked[2:]) == ["c", "s"]
+    assert pick_peers(peers, 0) == []
+
+
+def test_numwant_and_max_peers_cap(make_tracker):
+    tracker = make_tracker(max_peers=3)
+    tracker.serve(RELEASE)
+    for port in range(7001, 7007):
+        announce(tracker, port)
+    assert len(ports(announce(tracker, 7100, numwant=50))) == 3
+    assert len(ports(announce(tracker, 7100, numwant=2))) == 2
+    assert ports(announce(tracker, 7100, numwant=0)) == []
+    assert len(ports(announce(tracker, 7100))) == 3
+
+
+def test_unknown_info_hash_gets_failure_reason(tracker):
+    reply = announce(tracker, 7001, info_hash=OTHER)
+    assert OTHER.hex() in failure(reply)
+    assert b"peers" not in reply
+    with pytest.raises(KeyError):
+        tracker.swarm(OTHER)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "info_hash=short&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&left=0",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=x&left=0",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=70000&left=0",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=0&left=0",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=-1",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=1e9",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0&uploaded=%%zz",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0&numwant=lots",
+        "info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0&event=exploded",
+        "info_hash=%s&peer_id=short&port=7001&left=0",
+        "info_hash=%s&port=7001&left=0",
+        "info_hash=%s&info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0",
+    ],
+)
+def test_garbage_announce_gets_failure_reason_and_tracker_keeps_serving(tracker, query):
+    hashed = quote_from_bytes(RELEASE)
+    status, body = get(tracker, "/announce?" + query.replace("%s", hashed))
+    assert status == 200
+    assert lt.bdecode(body)[b"failure reason"]
+    assert tracker.swarm(RELEASE)["incomplete"] == 0
+    assert b"failure reason" not in announce(tracker, 7002)
+
+
+def test_oversized_requests_are_refused_and_tracker_keeps_serving(tracker):
+    long_query = "/announce?info_hash=" + "a" * 9000
+    status, _ = get(tracker, long_query)
+    assert status == 414
+    status, _ = get(tracker, "/announce", headers={"Content-Length": "100000"}, method="POST")
+    assert status == 400
+    # A header block beyond the hard limit is cut off without an answer.
+    try:
+        status, _ = get(tracker, "/announce?x=" + "a" * 100_000)
+    except (OSError, http.client.HTTPException):
+        pass
+    else:
+        assert status >= 400
+    assert b"failure reason" not in announce(tracker, 7001)
+
+
+def test_scrape_counts_and_alias_keys_share_the_swarm(make_tracker):
+    tracker = make_tracker()
+    tracker.serve(RELEASE, ALIAS)
+    announce(tracker, 7001, left=0)  # the seeder
+    announce(tracker, 7002, left=10, info_hash=ALIAS)
+    announce(tracker, 7003, left=10)
+    reply = announce(tracker, 7003, left=0, event="completed", info_hash=ALIAS)
+    announce(tracker, 7003, left=0, event="completed")  # the same completion under the other key
+    assert sorted(ports(reply)) == [7001, 7002]
+    expected = {b"complete": 2, b"incomplete": 1, b"downloaded": 1}
+    files = scrape(tracker, RELEASE, ALIAS, OTHER)[b"files"]
+    assert files == {RELEASE: expected, ALIAS: expected}
+    assert tracker.swarm(RELEASE) == tracker.swarm(ALIAS) == {"complete": 2, "incomplete": 1, "downloaded": 1}
+    assert scrape(tracker)[b"files"] == {RELEASE: expected, ALIAS: expected}
+    assert failure(scrape(tracker, b"short"))
+
+
+def test_stopped_removes_the_peer(tracker):
+    announce(tracker, 7001)
+    announce(tracker, 7002)
+    reply = announce(tracker, 7001, event="stopped")
+    assert reply[b"peers"] == b""
+    assert tracker.swarm(RELEASE)["incomplete"] == 1
+    assert ports(announce(tracker, 7002)) == []
+
+
+def test_forget_makes_announces_fail(make_tracker):
+    tracker = make_tracker()
+    tracker.serve(RELEASE, ALIAS)
+    announce(tracker, 7001)
+    tracker.forget(ALIAS)
+    assert failure(announce(tracker, 7001))
+    assert failure(announce(tracker, 7001, info_hash=ALIAS))
+    assert scrape(tracker, RELEASE)[b"files"] == {}
+    tracker.forget(ALIAS)  # already forgotten: nothing happens
+
+
+def test_serve_rejects_bad_keys(tracker):
+    with pytest.raises(InvalidInput):
+        tracker.serve(b"short")
+    with pytest.raises(InvalidInput):
+        tracker.serve()
+    tracker.serve(ALIAS)
+    with pytest.raises(InvalidInput):
+        tracker.serve(RELEASE, ALIAS)  # two different swarms
+
+
+def test_bad_settings_and_busy_port_are_refused(tracker):
+    for bad in ({"interval": 0}, {"max_peers": 0}, {"peer_ttl": -1}, {"port": 70000}):
+        with pytest.raises(InvalidInput):
+            Tracker(**bad)
+    with pytest.raises(MurderError, match=f"127.0.0.1:{tracker.port}"):
+        Tracker(port=tracker.port).start()
+
+
+def test_restart_on_the_same_port(make_tracker):
+    tracker = make_tracker()
+    tracker.serve(RELEASE)
+    port = tracker.port
+    announce(tracker, 7001)
+    tracker.stop()
+    tracker.stop()  # idempotent
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    tracker.start()
+    assert tracker.port == port and tracker.url == f"http://127.0.0.1:{port}/announce"
+    assert ports(announce(tracker, 7002)) == [7001]
+    tracker.stop()
+
+    # A new tracker process on the same port rebuilds the swarm from re-announces.
+    fresh = make_tracker(port=port)
+    fresh.serve(RELEASE)
+    assert ports(announce(fresh, 7002)) == []
+    assert ports(announce(fresh, 7001)) == [7002]
+
+
+def test_silent_peers_expire(make_tracker):
+    tracker = make_tracker(peer_ttl=0.2)
+    tracker.serve(RELEASE)
+    announce(tracker, 7001)
+    assert tracker.swarm(RELEASE)["incomplete"] == 1
+    assert wait_for(lambda: tracker.swarm(RELEASE)["incomplete"] == 0, timeout=5)
+    assert ports(announce(tracker, 7002)) == []
+
+
+def test_context_manager_starts_and_stops():
+    with Tracker() as tracker:
+        assert tracker.port != 0
+        tracker.serve(RELEASE)
+        assert announce(tracker, 7001)[b"interval"] == 5
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", tracker.port), timeout=2).close()
+
+
+@pytest.fixture
+def lt_session():
+    sessions = []
+
+    def make():
+        session = lt.session(
+            {
+                "enable_dht": False,
+                "enable_lsd": False,
+                "enable_upnp": False,
+                "enable_natpmp": False,
+                "listen_interfaces": "127.0.0.1:0",
+                "allow_multiple_connections_per_ip": True,
+                "stop_tracker_timeout": 1,
+            }
+        )
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.pause()
+        for handle in session.get_torrents():
+            session.remove_torrent(handle)
+    sessions.clear()
+
+
+def test_libtorrent_session_announces_to_the_tracker(tmp_path, tracker, lt_session):
+    release = tmp_path / "release.tar"
+    release.write_bytes(os.urandom(64 * 1024))
+    creator = lt.create_torrent(lt.list_files(str(release)), 16 * 1024)
+    creator.add_tracker(tracker.url)
+    lt.set_piece_hashes(creator, str(tmp_path))
+    info = lt.torrent_info(creator.generate())
+    v1 = info.info_hashes().v1.to_bytes()
+    v2 = info.info_hashes().v2.to_bytes()[:20]
+    tracker.serve(v1, v2)
+
+    session = lt_session()
+    params = lt.add_torrent_params()
+    params.ti = info
+    params.save_path = str(tmp_path)
+    handle = session.add_torrent(params)
+
+    assert wait_for(lambda: tracker.swarm(v1)["complete"] == 1), tracker.swarm(v1)
+    assert tracker.swarm(v2) == tracker.swarm(v1) == {"complete": 1, "incomplete": 0, "downloaded": 0}
+    assert scrape(tracker, v1, v2)[b"files"][v2][b"complete"] == 1
+
+    session.remove_torrent(handle)  # announces "stopped"
+    assert wait_for(lambda: tracker.swarm(v1)["complete"] == 0), tracker.swarm(v1)
