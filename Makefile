@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m murder_core.demo
+	$(PY) demo/run.py
 
 bench-swarm: $(STAMP)
 	$(PY) bench/swarm.py

@@ -5,6 +5,7 @@ Every key here can be set in the master or minion config under ``murder:``
 call itself; the call wins over the config, the config over these defaults.
 The README's configuration table is this table.
 """
+import os
 import re
 
 from murder_core.errors import InvalidInput
@@ -29,6 +30,8 @@ DEFAULTS = {
     "tracker_port": 8998,
     # An external tracker's announce URL (opentracker, ...); "" runs our own.
     "tracker_url": "",
+    # Address the minions' peers listen on ("0.0.0.0": every interface).
+    "peer_address": "0.0.0.0",
     # Port range the master's seeder and the minions' peers listen on.
     "peer_port_first": 6881,
     "peer_port_last": 6999,
@@ -46,6 +49,8 @@ DEFAULTS = {
     "timeout": 600,
     # Least seconds between two progress events from one peer.
     "progress_interval": 2.0,
+    # Several peers share one address (the demo and tests on 127.0.0.1).
+    "shared_address": False,
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,
     "download_rate_limit": 0,
@@ -83,3 +88,19 @@ def option(key, call_value=None, opts=None):
     if key in section:
         return section[key]
     return DEFAULTS[key]
+
+
+def expand_base_dir(template, app, minion):
+    """Expand ``{app}`` and ``{minion}`` in a base_dir and check that it is usable."""
+    if not isinstance(template, str) or not template:
+        raise InvalidInput("base_dir must be an absolute path")
+    try:
+        base_dir = template.format(app=app, minion=minion)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidInput(f"base_dir {template!r} may only use the placeholders {{app}} and {{minion}}") from exc
+    if not os.path.isabs(base_dir):
+        raise InvalidInput(f"base_dir {base_dir!r} must be an absolute path")
+    normal = os.path.normpath(base_dir)
+    if normal == "/" or ".." in base_dir.split("/"):
+        raise InvalidInput(f"base_dir {base_dir!r} must be a directory below / without '..'")
+    return normal

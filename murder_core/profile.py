@@ -35,6 +35,8 @@ min_announce_interval          1 s      Honour the tracker's short interval.
 auto_scrape_{,min_}interval    2 s      Lingering peers learn quickly when the swarm is
                                         complete.
 connections_limit              500      Enough for the fan-out of a large swarm.
+close_redundant_connections    False    Keep the connection to the seeder when a peer
+                                        finishes, so its byte count can still be read.
 connection_speed               200      New connections per second at start-up.
 allow_multiple_connections_    only if  Several peers on one address (the demo and tests
 per_ip                         shared   on 127.0.0.1) must be able to connect to each
@@ -100,6 +102,7 @@ def settings(listen, *, seeder=False, shared_address=False, upload_rate_limit=0,
         "auto_scrape_interval": 2,
         "auto_scrape_min_interval": 2,
         "connections_limit": 500,
+        "close_redundant_connections": False,
         "connection_speed": 200,
         "allow_multiple_connections_per_ip": bool(shared_address),
         "peer_fingerprint": SEEDER_FINGERPRINT if seeder else PEER_FINGERPRINT,

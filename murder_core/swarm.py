@@ -232,6 +232,7 @@ class Peer(_Member):
                     f"({status.total_wanted_done} of {self.info.size} bytes)"
                 )
             self._report(now)
+        self._count_sources()
         self._report(time.monotonic(), force=True)
         done = self.progress()
         return DownloadResult(

@@ -24,3 +24,18 @@ def loader_dirs():
                 dirs[kind] = [str(candidate)]
                 break
     return dirs
+
+
+SNIPPET = _CHECKOUT / "salt" / "master.d" / "murder.conf"
+SNIPPET_ROOT = "/opt/murder"
+
+
+def master_snippet(root=None):
+    """The shipped master config snippet as a dict, ``/opt/murder`` replaced by ``root``.
+
+    The tests and ``make demo`` configure their masters with exactly this.
+    """
+    import yaml
+
+    text = SNIPPET.read_text(encoding="utf-8")
+    return yaml.safe_load(text.replace(SNIPPET_ROOT, str(root or _CHECKOUT)))

@@ -1,0 +1,323 @@
+"""Murder on a minion: the swarm peer and the release layout (activate, rollback, list).
+
+Each function is a thin layer over :mod:`murder_core`: it resolves its
+arguments with :func:`_tree` and :func:`_release_name`, calls the core inside
+:func:`_salt_errors`, which turns the core's
+:class:`~murder_core.errors.InvalidInput` into ``SaltInvocationError`` and any
+other :class:`~murder_core.errors.MurderError` into ``CommandExecutionError``
+(the cause chained), and returns plain data.
+
+``base_dir`` is either an absolute path or, with ``app``, a template in which
+``{app}`` and ``{minion}`` are expanded (default: ``murder: base_dir`` in the
+minion config, else ``/srv/{app}``), the way the ``murder`` runner calls these
+functions on its targets.
+"""
+import contextlib
+import logging
+import time
+
+from murder_core import config
+from murder_core import minion as minion_core
+from murder_core.errors import InvalidInput, MurderError
+from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, check_failure
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import libtorrent  # noqa: F401 pylint: disable=unused-import
+
+    HAS_LIBTORRENT = True
+except ImportError:
+    HAS_LIBTORRENT = False
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "murder"
+
+
+def __virtual__():
+    if not HAS_LIBTORRENT:
+        return (
+            False,
+            "The murder execution module cannot be loaded: the libtorrent Python "
+            "bindings are not installed (pip install libtorrent)",
+        )
+    return __virtualname__
+
+
+# Helpers: from Salt's arguments to the core's, from the core's errors to Salt's.
+
+
+@contextlib.contextmanager
+def _salt_errors():
+    """Raise the core's errors as Salt's, with the core's message and the cause chained."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
+    except MurderError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _tree(base_dir=None, app=None):
+    """The release tree of ``base_dir``, expanded for ``app`` and this minion when ``app`` is given."""
+    if app is None:
+        if isinstance(base_dir, str) and "{" in base_dir:
+            raise InvalidInput(f"base_dir {base_dir!r} has placeholders: give app too")
+        return ReleaseTree(base_dir)
+    config.check_app_name(app)
+    template = config.option("base_dir", base_dir, __opts__)
+    return ReleaseTree(config.expand_base_dir(template, app, __opts__["id"]))
+
+
+def _release_name(value):
+    """A release id given as ``20261126101500`` on the CLI arrives as a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _health_check(check_cmd, check_timeout):
+    """The check the core runs after a switch: ``check_cmd`` as ``cmd.run`` runs it, in the release."""
+
+    def check(release_dir):
+        try:
+            result = __salt__["cmd.run_all"](
+                check_cmd, cwd=release_dir, timeout=check_timeout, python_shell=True
+            )
+        except CommandExecutionError as exc:
+            return f"check_cmd {check_cmd!r} could not run: {exc}"
+        return check_failure(check_cmd, check_timeout, result)
+
+    return check
+
+
+# The release layout.
+
+
+def activate(
+    base_dir=None,
+    release=None,
+    shared=None,
+    keep=None,
+    check_cmd=None,
+    check_timeout=DEFAULT_CHECK_TIMEOUT,
+    app=None,
+):
+    """Make ``release`` the current release under ``base_dir``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' murder.activate /srv/myapp 20261126T101500Z
+        salt '*' murder.activate /srv/myapp 20261126T101500Z shared='[log, tmp]' keep=5
+        salt '*' murder.activate release=20261126T101500Z app=myapp check_cmd='curl -fsS 127.0.0.1:8080/up'
+
+    base_dir
+        The base directory (absolute) holding ``releases/``, ``shared/`` and
+        ``current``; with ``app``, a template (see the module's docs).
+
+    release
+        The release id; ``<base_dir>/releases/<release>`` must be on disk.
+
+    shared
+        Paths relative to ``shared/`` to link into the release before the switch.
+
+    keep
+        When given, remove the releases beyond the newest ``keep`` after the
+        switch (never the current one nor its rollback target). Without it
+        nothing is removed.
+
+    check_cmd
+        A health check run after the switch, through the shell, in the
+        release directory. When it fails ``current`` goes back to the release
+        that was current before and the call fails.
+
+    check_timeout
+        Seconds the health check may run. Default: 30.
+
+    app
+        The application, to expand ``{app}`` and ``{minion}`` in ``base_dir``.
+
+    Returns ``{"old": ..., "new": ..., "shared": [linked], "removed": [removed], "comment": ...}``;
+    ``old`` equals ``new`` when the release already was current.
+    """
+    release = _release_name(release)
+    with _salt_errors():
+        if release is None:
+            raise InvalidInput("murder.activate needs a release")
+        tree = _tree(base_dir, app)
+        plan = tree.plan_activation(release, shared=shared, keep=keep)
+        check = _health_check(check_cmd, check_timeout) if check_cmd else None
+        done = tree.carry_out(plan, check=check)
+    if done.check_failed:
+        back = f"{done.old} is current again" if done.old else "current was removed again"
+        raise CommandExecutionError(
+            f"release {release} failed its health check and was rolled back ({back}): "
+            f"{done.check_failed}"
+        )
+    if done.switches:
+        comment = f"release {release} is now current in {tree.base_dir} (was: {done.old})"
+    else:
+        comment = f"release {release} is already current in {tree.base_dir}"
+    return {
+        "old": done.old,
+        "new": done.current,
+        "shared": done.shared,
+        "removed": done.removed,
+        "comment": comment,
+    }
+
+
+def rollback(base_dir=None, release=None, app=None):
+    """Make the release before the current one (or ``release``) current under ``base_dir``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' murder.rollback /srv/myapp
+        salt '*' murder.rollback /srv/myapp release=20261125T090000Z
+        salt '*' murder.rollback app=myapp
+
+    base_dir
+        The base directory (absolute) holding ``releases/`` and ``current``;
+        with ``app``, a template (see the module's docs).
+
+    release
+        The release to make current. Default: the newest finished release
+        older than the current one; it is an error when there is none.
+
+    app
+        The application, to expand ``{app}`` and ``{minion}`` in ``base_dir``.
+
+    Returns ``{"old": ..., "new": ...}``.
+    """
+    with _salt_errors():
+        old, new = _tree(base_dir, app).rollback(to=_release_name(release))
+    return {"old": old, "new": new}
+
+
+def releases(base_dir=None, app=None):
+    """List the finished releases under ``base_dir``, oldest first.
+
+    Releases still being written (``releases/.staging-*``) are not listed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' murder.releases /srv/myapp
+        salt '*' murder.releases app=myapp
+    """
+    with _salt_errors():
+        return _tree(base_dir, app).releases()
+
+
+def current(base_dir=None, app=None):
+    """Return the release ``<base_dir>/current`` points at, or None when there is none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' murder.current /srv/myapp
+        salt '*' murder.current app=myapp
+    """
+    with _salt_errors():
+        return _tree(base_dir, app).current()
+
+
+# The swarm peer: what the reactor runs on every targeted minion.
+
+
+def _fire(tag, data):
+    try:
+        __salt__["event.fire_master"](data, tag)
+    except Exception:  # pylint: disable=broad-except
+        # The master being away must not fail the download; it only misses a report.
+        log.warning("could not send %s to the master", tag, exc_info=True)
+
+
+def _settings():
+    settings = dict(config.DEFAULTS)
+    settings.update(__opts__.get("murder") or {})
+    return settings
+
+
+def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sha256=None, seeders=None,
+         timeout=None, stall_timeout=None, linger=None, **kwargs):
+    """
+    Fetch a release through the swarm into ``<base_dir>/releases/<release>``.
+
+    This is what the ``murder/deploy/<deploy_id>/start`` reaction runs on
+    every targeted minion: download the artifact from the seeder and the
+    other peers, check its SHA-256, unpack it, fire
+    ``murder/peer/<deploy_id>/<minion>/done`` (or ``…/failed``), then keep
+    seeding until the swarm is complete or ``linger`` seconds pass. Progress
+    goes to the master as ``…/progress`` events, at most one every
+    ``progress_interval`` seconds. Nothing is activated here.
+
+    deploy_id, app, release
+        Names of the deploy; ``release`` is the directory under ``releases/``.
+    base_dir
+        Where the app lives; ``{app}`` and ``{minion}`` are expanded.
+    torrent
+        The release's .torrent, base64.
+    sha256
+        SHA-256 of the whole artifact, checked before unpacking.
+    seeders
+        ``host:port`` of the master's seeder, connected to at once.
+    timeout, stall_timeout, linger
+        Overall deadline, seconds without data before giving up, and the
+        longest time to keep seeding afterwards (defaults from the
+        ``murder`` minion config).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' murder.peer deploy_id=myapp-20261126T101500Z-3f9a1c app=myapp \\
+            release=20261126T101500Z base_dir=/srv/myapp torrent=<base64> sha256=<hex> seeders='[10.0.0.1:6881]'
+    """
+    settings = _settings()
+    minion = __opts__["id"]
+    started = time.monotonic()
+    tags = {kind: getattr(config, f"TAG_PEER_{kind.upper()}").format(deploy_id=deploy_id, minion=minion)
+            for kind in ("progress", "done", "failed")}
+    report = {"deploy_id": deploy_id, "minion": minion, "release": release}
+    try:
+        with _salt_errors():
+            if not deploy_id or not torrent or not sha256:
+                raise InvalidInput("murder.peer needs deploy_id, torrent and sha256 (the deploy event's data)")
+            config.check_app_name(app)
+            base = config.expand_base_dir(base_dir or settings["base_dir"], app, minion)
+            minion_core.forget_artifacts(base)
+            timeout = float(timeout or settings["timeout"])
+            first, last = int(settings["peer_port_first"]), int(settings["peer_port_last"])
+            found, result = minion_core.fetch(
+                torrent=torrent, sha256=sha256, base_dir=base, release=release,
+                seeders=minion_core.parse_endpoints(seeders),
+                listen=f"{settings['peer_address']}:{first}", port_retries=max(last - first, 0),
+                shared_address=bool(settings["shared_address"]),
+                stall_timeout=float(stall_timeout or settings["stall_timeout"]),
+                progress_interval=float(kwargs.get("progress_interval") or settings["progress_interval"]),
+                on_progress=lambda p: _fire(tags["progress"], dict(report, **p.as_dict())),
+                upload_rate_limit=int(settings["upload_rate_limit"]),
+                download_rate_limit=int(settings["download_rate_limit"]),
+                deadline=started + timeout,
+            )
+    except (SaltInvocationError, CommandExecutionError) as exc:
+        _fire(tags["failed"], dict(report, error=str(exc), seconds=round(time.monotonic() - started, 3)))
+        raise
+    size = kwargs.get("size")
+    done = dict(report, **result, size=int(size) if size else 0)
+    if not result["changed"]:
+        done["comment"] = f"release {release} was already on disk"
+    _fire(tags["done"], done)
+    if found is not None:
+        try:
+            done["linger"] = found.linger(float(linger or settings["linger"]))
+        finally:
+            found.close()
+    return done

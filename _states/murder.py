@@ -1,0 +1,269 @@
+"""Put a release in service on a minion, from a highstate.
+
+The release directory logic (layout, atomic switch, shared links, keep,
+rollback target) lives in :mod:`murder_core.release`; these functions check
+the arguments, ask the core what would change, and turn its answers and
+errors into state returns.
+
+``murder.release`` activates a release that is already on disk under
+``<base_dir>/releases/<release>``. Fetching it through the swarm inside a
+highstate is a later step: today the release is deployed to the minions first
+(the swarm, or any copy into the staging convention of
+:func:`murder_core.release.staging_dir`), then the state makes it current.
+"""
+import functools
+import logging
+
+from murder_core import config
+from murder_core.errors import MurderError
+from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, check_failure
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "murder"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _release_name(value):
+    """A release id written unquoted in YAML (``20261126101500``) arrives as a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _changes(activation):
+    """The state's changes: current's old and new release, shared entries linked, releases removed."""
+    changes = {}
+    if activation.switches:
+        changes["current"] = {"old": activation.old, "new": activation.current}
+    if activation.shared:
+        changes["shared"] = activation.shared
+    if activation.removed:
+        changes["removed"] = activation.removed
+    return changes
+
+
+def _changes_after_error(tree, plan):
+    """What changed when a step failed half way: only ``current`` can be known for sure."""
+    try:
+        now = tree.current()
+    except MurderError:
+        return {}
+    return {"current": {"old": plan.old, "new": now}} if now != plan.old else {}
+
+
+def _summary(activation, name, would=False, checked=False):
+    """One comment line out of an activation, planned (``would``) or done."""
+    release = activation.release
+    if not activation.switches:
+        notes = [f"Release {release} is already current in {name}"]
+    elif would:
+        notes = [f"Release {release} would become current in {name} (now: {activation.old})"]
+    else:
+        notes = [f"Release {release} is now current in {name} (was: {activation.old})"]
+        if checked:
+            notes.append("health check passed")
+    link, remove = ("would link", "would remove") if would else ("linked", "removed")
+    if activation.shared:
+        notes.append(f"{link} shared {', '.join(activation.shared)}")
+    if activation.removed:
+        notes.append(f"{remove} releases {', '.join(activation.removed)}")
+    return "; ".join(notes)
+
+
+def _failed(ret, exc, changed=False):
+    """Fill ``ret`` for a failure raised by the core."""
+    ret["result"] = False
+    ret["comment"] = f"{exc}" + ("" if changed else "; nothing was changed")
+    return ret
+
+
+def mod_run_check_cmd(check_cmd, cwd, check_timeout=None):
+    """Run a release's health check as ``cmd.run`` would; return None when it passed, else why not.
+
+    ``check_cmd`` is also one of Salt's global state arguments: because this
+    module defines ``mod_run_check_cmd`` and ``release`` takes ``check_cmd``,
+    Salt leaves the check to ``release`` (as it does for ``file.managed``)
+    instead of running it a second time in its own way.
+    """
+    try:
+        result = __salt__["cmd.run_all"](
+            check_cmd, cwd=cwd, timeout=check_timeout, python_shell=True
+        )
+    except CommandExecutionError as exc:
+        return f"check_cmd {check_cmd!r} could not run: {exc}"
+    return check_failure(check_cmd, check_timeout, result)
+
+
+def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout=DEFAULT_CHECK_TIMEOUT):
+    """Make ``release`` the current release under ``name``, check it, and keep a few.
+
+    .. code-block:: yaml
+
+        /srv/myapp:
+          murder.release:
+            - release: '20261126T101500Z'
+            - keep: 5
+            - shared: [log, tmp, config/app.yaml]
+            - check_cmd: 'curl -fsS http://127.0.0.1:8080/health'
+            - check_timeout: 30
+
+    With the release id from pillar, a highstate switches releases when the
+    pillar changes and reports no changes otherwise:
+
+    .. code-block:: yaml
+
+        /srv/myapp:
+          murder.release:
+            - release: {{ pillar['myapp']['release'] | yaml_encode }}
+
+    name
+        The base directory (absolute): ``releases/``, ``shared/`` and the
+        ``current`` symlink live under it.
+
+    release
+        The release id, a directory already on disk under ``releases/``. The
+        state fails when it is not there; it does not fetch it.
+
+    keep
+        How many finished releases to keep (current included); older ones are
+        removed after a successful switch, never the current release nor the
+        one a rollback would go to. Default: ``murder: keep`` in the minion
+        config, else 5.
+
+    shared
+        Paths relative to ``shared/`` linked into the release before the
+        switch. A missing shared entry is made as an empty directory, unless
+        the release ships a file there.
+
+    check_cmd
+        A health check run after the switch, as ``cmd.run`` runs it (through
+        the shell, in the release directory). When it fails or times out,
+        ``current`` goes back to the release that was current before (or is
+        removed again if there was none) and the state fails.
+
+    check_timeout
+        Seconds the health check may run. Default: 30.
+
+    Changes are ``{"current": {"old": ..., "new": ...}}``, plus ``shared`` (the
+    entries linked) and ``removed`` (the releases removed) when there are any.
+    The check runs only when ``current`` switched.
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    release = _release_name(release)
+    try:
+        tree = ReleaseTree(name)
+        keep = config.option("keep", keep, __opts__)
+        tree.current()  # a current that is not a symlink to a release fails first
+        if not tree.has(release):
+            ret["comment"] = (
+                f"Release {release} is not on disk at {tree.release_dir(release)}: deploy it "
+                "to this minion first (fetching a release through the swarm inside a "
+                "highstate is not supported yet); nothing was changed"
+            )
+            return ret
+        plan = tree.plan_activation(release, shared=shared, keep=keep)
+    except MurderError as exc:
+        return _failed(ret, exc)
+
+    ret["changes"] = _changes(plan)
+    if not plan.changes_anything:
+        ret["result"] = True
+        ret["comment"] = f"Release {release} is already current in {name}"
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = _summary(plan, name, would=True)
+        return ret
+
+    check = None
+    if check_cmd:
+        # Called with the release directory, once current points at it.
+        check = functools.partial(mod_run_check_cmd, check_cmd, check_timeout=check_timeout)
+    try:
+        done = tree.carry_out(plan, check=check)
+    except MurderError as exc:
+        ret["changes"] = _changes_after_error(tree, plan)
+        return _failed(ret, exc, changed=bool(ret["changes"]))
+    ret["changes"] = _changes(done)
+    if done.check_failed:
+        back = f"{done.old} is current again" if done.old else "current was removed again"
+        ret["comment"] = (
+            f"Release {release} failed its health check and was rolled back ({back}): "
+            f"{done.check_failed}"
+        )
+        return ret
+    ret["result"] = True
+    ret["comment"] = _summary(done, name, checked=check is not None)
+    return ret
+
+
+def rolled_back(name, release=None):
+    """Make the release before the current one (or ``release``) current under ``name``.
+
+    .. code-block:: yaml
+
+        /srv/myapp:
+          murder.rolled_back:
+            - release: '20261125T090000Z'
+
+    Without ``release`` every run goes one release further back, so an SLS
+    applied more than once should name the release it rolls back to; named,
+    the state reports no changes once that release is current.
+
+    name
+        The base directory (absolute), as for ``murder.release``.
+
+    release
+        The release to make current. Default: the newest finished release
+        older than the current one. The state fails when there is none.
+
+    Changes are ``{"current": {"old": ..., "new": ...}}``.
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    release = _release_name(release)
+    try:
+        tree = ReleaseTree(name)
+        if release is not None:
+            tree.release_dir(release)  # checks the name
+        old = tree.current()
+        if old is None:
+            ret["comment"] = f"No release is current in {name}: nothing to roll back"
+            return ret
+        target = release if release is not None else tree.previous(old)
+        if target is None:
+            ret["comment"] = (
+                f"No release before {old} in {tree.releases_dir}: nothing to roll back to; "
+                "nothing was changed"
+            )
+            return ret
+        if target == old:
+            ret["result"] = True
+            ret["comment"] = f"Release {old} is already current in {name}"
+            return ret
+        if not tree.has(target):
+            ret["comment"] = (
+                f"Release {target} is not on disk at {tree.release_dir(target)}; "
+                "nothing was changed"
+            )
+            return ret
+    except MurderError as exc:
+        return _failed(ret, exc)
+
+    ret["changes"] = {"current": {"old": old, "new": target}}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{name} would be rolled back from {old} to {target}"
+        return ret
+    try:
+        tree.activate(target)
+    except MurderError as exc:
+        ret["changes"] = {}
+        return _failed(ret, exc)
+    ret["result"] = True
+    ret["comment"] = f"Rolled back {name} from {old} to {target}"
+    return ret

@@ -1,0 +1,112 @@
+"""The master's view of one deploy's minions, built from their events.
+
+Pure bookkeeping: the runner feeds it ``progress``, ``done`` and ``failed``
+events and asks who is finished, who is late, and for the summary.
+"""
+from dataclasses import dataclass
+
+PENDING, DOWNLOADING, DONE, FAILED, TIMED_OUT = "pending", "downloading", "done", "failed", "timed out"
+
+
+@dataclass
+class MinionState:
+    state: str = PENDING
+    bytes_done: int = 0
+    size: int = 0
+    seconds: float = 0.0
+    bytes_from_peers: int = 0
+    bytes_from_seeder: int = 0
+    hash_failures: int = 0
+    changed: bool = False
+    comment: str = ""
+    activated: bool = False
+
+    @property
+    def finished(self):
+        return self.state in (DONE, FAILED, TIMED_OUT)
+
+
+class Fleet:
+    """Expected minions and what each has reported."""
+
+    def __init__(self, expected):
+        self.minions = {minion: MinionState() for minion in sorted(expected)}
+
+    def record(self, minion, kind, data):
+        """Apply one peer event (``kind`` is progress, done or failed); unknown minions are ignored."""
+        state = self.minions.get(minion)
+        if state is None or state.finished:
+            return False
+        for key in ("bytes_done", "size", "bytes_from_peers", "bytes_from_seeder", "hash_failures"):
+            if isinstance(data.get(key), int):
+                setattr(state, key, data[key])
+        if kind == "progress":
+            state.state = DOWNLOADING
+        elif kind == "done":
+            state.state = DONE
+            state.seconds = float(data.get("seconds", 0.0))
+            state.changed = bool(data.get("changed", True))
+            state.bytes_done = state.size = int(data.get("size", state.size))
+            state.comment = data.get("comment") or "release unpacked"
+        elif kind == "failed":
+            state.state = FAILED
+            state.seconds = float(data.get("seconds", 0.0))
+            state.comment = data.get("error") or "failed without a reason"
+        else:
+            return False
+        return True
+
+    def time_out(self, reason):
+        """Mark every unfinished minion as timed out; return their names."""
+        late = self.unfinished()
+        for minion in late:
+            self.minions[minion].state = TIMED_OUT
+            self.minions[minion].comment = reason
+        return late
+
+    def unfinished(self):
+        return [m for m, s in self.minions.items() if not s.finished]
+
+    def succeeded(self):
+        return [m for m, s in self.minions.items() if s.state == DONE]
+
+    def failed(self):
+        return [m for m, s in self.minions.items() if s.state in (FAILED, TIMED_OUT)]
+
+    def all_finished(self):
+        return not self.unfinished()
+
+    def progress_line(self, limit=5):
+        """One line for the operator's console: hosts done, bytes, stragglers."""
+        total = len(self.minions)
+        done = len(self.succeeded())
+        failed = len(self.failed())
+        moved = sum(s.bytes_done for s in self.minions.values())
+        size = sum(s.size for s in self.minions.values())
+        line = f"{done}/{total} hosts done"
+        if failed:
+            line += f", {failed} failed"
+        if size:
+            line += f", {moved / 2**20:.1f} of {size / 2**20:.1f} MiB"
+        waiting = self.unfinished()
+        if waiting:
+            shown = ", ".join(waiting[:limit]) + (f" and {len(waiting) - limit} more" if len(waiting) > limit else "")
+            line += f"; waiting for {shown}"
+        return line
+
+    def report(self, activate):
+        """Per-minion results for the deploy's return; with ``activate`` a host succeeds only once activated."""
+        return {
+            minion: {
+                "result": state.state == DONE and (state.activated or not activate),
+                "state": state.state,
+                "seconds": round(state.seconds, 3),
+                "bytes_from_peers": state.bytes_from_peers,
+                "bytes_from_seeder": state.bytes_from_seeder,
+                "hash_failures": state.hash_failures,
+                "changed": state.changed,
+                "activated": state.activated,
+                "comment": state.comment,
+            }
+            for minion, state in self.minions.items()
+        }

@@ -1,0 +1,123 @@
+"""What ``murder.peer`` does on a minion: fetch one release through the swarm.
+
+Download the artifact into ``<base_dir>/.murder/<release>/``, check its
+SHA-256, unpack it into ``<base_dir>/releases/<release>`` (through a staging
+directory), report, then keep seeding for the rest of the swarm. Nothing is
+activated here: the deploy's second phase does that once every host has the
+release.
+
+The cached artifact stays beside the releases so a second run of the same
+deploy downloads nothing (libtorrent checks the cached file and seeds it),
+and is removed with its release.
+"""
+import base64
+import binascii
+import logging
+import os
+import shutil
+import time
+
+from murder_core import config, pack, swarm
+from murder_core.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".murder"
+
+
+def decode_torrent(torrent):
+    """Torrents travel in events as base64 text; return the raw bytes."""
+    if isinstance(torrent, bytes):
+        return torrent
+    try:
+        return base64.b64decode(torrent, validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise InvalidInput("torrent must be base64 text of a .torrent file") from exc
+
+
+def artifact_dir(base_dir, release):
+    return os.path.join(base_dir, CACHE_DIR, release)
+
+
+def release_dir(base_dir, release):
+    return os.path.join(base_dir, "releases", release)
+
+
+def forget_artifacts(base_dir):
+    """Remove cached artifacts whose release is no longer on disk."""
+    cache = os.path.join(base_dir, CACHE_DIR)
+    if not os.path.isdir(cache):
+        return []
+    removed = []
+    for name in sorted(os.listdir(cache)):
+        if not os.path.isdir(release_dir(base_dir, name)):
+            shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
+          shared_address=False, stall_timeout=30, progress_interval=2.0, on_progress=None,
+          upload_rate_limit=0, download_rate_limit=0, deadline=None):
+    """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
+
+    ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
+    close it) and ``report`` a dict: ``changed``, ``path``, ``seconds``,
+    ``bytes_from_seeder``, ``bytes_from_peers``, ``hash_failures``.
+    On failure the partial artifact and any staging directory are removed
+    and the error is raised; an existing release is never touched.
+    """
+    config.check_release_name(release)
+    torrent = decode_torrent(torrent)
+    target = release_dir(base_dir, release)
+    downloads = artifact_dir(base_dir, release)
+    already = os.path.isdir(target)
+    if already and not os.path.isdir(downloads):
+        # On disk, but its artifact is gone: nothing to fetch and nothing to seed.
+        return None, _report(False, target, 0.0, 0, 0, 0)
+
+    started = time.monotonic()
+    peer = None
+    try:
+        peer = swarm.Peer(
+            torrent, downloads, listen=listen, shared_address=shared_address, port_retries=port_retries,
+            upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
+            stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
+        )
+        peer.connect(*seeders)
+        result = peer.download(deadline=deadline)
+        if not already:
+            peer.verify(sha256)
+            pack.unpack(result.path, target)
+    except Exception:
+        if peer is not None:
+            peer.close()
+        if not already:
+            shutil.rmtree(downloads, ignore_errors=True)
+        raise
+    report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
+                     result.bytes_from_peers, result.hash_failures)
+    return peer, report
+
+
+def _report(changed, path, seconds, from_seeder, from_peers, hash_failures):
+    return {
+        "changed": changed,
+        "path": path,
+        "seconds": round(seconds, 3),
+        "bytes_from_seeder": from_seeder,
+        "bytes_from_peers": from_peers,
+        "hash_failures": hash_failures,
+    }
+
+
+def parse_endpoints(seeders):
+    """``["10.0.0.1:6881", …]`` → ``[("10.0.0.1", 6881), …]``."""
+    endpoints = []
+    for item in seeders or ():
+        host, sep, port = str(item).rpartition(":")
+        if not sep or not port.isdigit():
+            raise InvalidInput(f"seeder {item!r} is not host:port")
+        endpoints.append((host.strip("[]"), int(port)))
+    return endpoints
+

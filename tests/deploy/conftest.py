@@ -1,0 +1,81 @@
+"""A real salt-master with the shipped config snippet and three real salt-minions.
+
+Everything listens on 127.0.0.1; the minions share that address, so the
+``murder`` settings say so (``shared_address``) and pin the swarm to loopback.
+"""
+import pathlib
+import shutil
+
+import pytest
+
+from murder_core.saltext import master_snippet
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MINIONS = ("murder-m1", "murder-m2", "murder-m3")
+
+LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "shared_address": True,
+            "stall_timeout": 15, "linger": 5, "progress_interval": 0.5, "announce_interval": 1}
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories):
+    overrides = master_snippet(REPO)
+    overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
+    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
+    factory = salt_factories.salt_master_daemon("murder-master", overrides=overrides)
+    with factory.started(start_timeout=120):
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def salt_minions(salt_master):
+    factories = [
+        salt_master.salt_minion_daemon(
+            minion_id,
+            overrides={"module_dirs": [str(REPO)], "murder": dict(LOOPBACK), "master": "127.0.0.1"},
+        )
+        for minion_id in MINIONS
+    ]
+    started = []
+    try:
+        for factory in factories:
+            factory.start(start_timeout=120)
+            started.append(factory)
+        yield factories
+    finally:
+        for factory in started:
+            factory.terminate()
+
+
+@pytest.fixture
+def salt_run_cli(salt_master):
+    return salt_master.salt_run_cli(timeout=300)
+
+
+@pytest.fixture
+def salt_cli(salt_master):
+    return salt_master.salt_cli(timeout=120)
+
+
+@pytest.fixture
+def app_root(tmp_path_factory):
+    """A base_dir template under a fresh temporary directory, one tree per minion."""
+    root = tmp_path_factory.mktemp("fleet")
+    yield str(root / "{minion}" / "{app}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def make_source(path, version):
+    """A small application tree with the kinds of entries a release has."""
+    path = pathlib.Path(path)
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "app").write_text(f"#!/bin/sh\necho version {version}\n")
+    (path / "bin" / "app").chmod(0o755)
+    (path / "conf").mkdir()
+    (path / "conf" / "app.yaml").write_text(f"version: {version}\n")
+    (path / "conf" / "secret.yaml").write_text("token: x\n")
+    (path / "conf" / "secret.yaml").chmod(0o600)
+    (path / "empty-dir").mkdir()
+    (path / "current-config").symlink_to("conf/app.yaml")
+    (path / "data.bin").write_bytes(bytes(range(256)) * 4096 * 4)
+    return str(path)

@@ -1,0 +1,138 @@
+"""`salt-run murder.deploy` end to end: real master, reactor, minions and swarm."""
+import json
+import os
+import stat
+import time
+
+import pytest
+
+from .conftest import LOOPBACK, MINIONS, REPO, make_source
+
+pytestmark = pytest.mark.usefixtures("salt_minions")
+
+
+def tree(root):
+    """{relative path: (kind, mode, bytes or link target)} of a directory."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, root)
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = ("link", os.readlink(full))
+            elif stat.S_ISDIR(st.st_mode):
+                found[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                with open(full, "rb") as handle:
+                    found[rel] = ("file", stat.S_IMODE(st.st_mode), handle.read())
+    return found
+
+
+def base(app_root, minion, app):
+    return app_root.format(minion=minion, app=app)
+
+
+def deploy(salt_run_cli, *args):
+    return salt_run_cli.run("murder.deploy", *args)
+
+
+def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_root, tmp_path):
+    source = make_source(tmp_path / "v1", 1)
+    ret = deploy(salt_run_cli, f"source={source}", "app=shop", "tgt=murder-m*", "release=r1",
+                 f"base_dir={app_root}", "timeout=120")
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    summary = ret.data
+    assert summary["result"] is True
+    assert set(summary["minions"]) == set(MINIONS)
+    assert len(summary["info_hash"]) == 64 and summary["release"] == "r1" and summary["app"] == "shop"
+    expected = tree(source)
+    for minion in MINIONS:
+        report = summary["minions"][minion]
+        assert report["result"] is True and report["activated"] is True, report
+        assert report["bytes_from_peers"] + report["bytes_from_seeder"] > 0
+        root = base(app_root, minion, "shop")
+        assert tree(os.path.join(root, "releases", "r1")) == expected
+        assert os.readlink(os.path.join(root, "current")) == "releases/r1"
+
+
+def test_second_release_then_rollback(salt_run_cli, salt_cli, app_root, tmp_path):
+    for version in (1, 2):
+        source = make_source(tmp_path / f"v{version}", version)
+        ret = deploy(salt_run_cli, f"source={source}", "app=cart", "tgt=murder-m*", f"release=r{version}",
+                     f"base_dir={app_root}", "timeout=120")
+        assert ret.returncode == 0, ret.stdout
+    for minion in MINIONS:
+        current = os.path.join(base(app_root, minion, "cart"), "current")
+        assert os.readlink(current) == "releases/r2"
+        assert open(os.path.join(current, "conf", "app.yaml")).read() == "version: 2\n"
+
+    ret = salt_run_cli.run("murder.rollback", "app=cart", "tgt=murder-m*", f"base_dir={app_root}")
+    assert ret.returncode == 0, ret.stdout
+    assert ret.data["result"] is True
+    for minion in MINIONS:
+        current = os.path.join(base(app_root, minion, "cart"), "current")
+        assert os.readlink(current) == "releases/r1"
+
+    ret = salt_cli.run("murder.current", f"base_dir={app_root}", "app=cart", minion_tgt=MINIONS[0])
+    assert ret.returncode == 0, ret.stdout
+    assert "r1" in json.dumps(ret.data)
+
+
+@pytest.mark.parametrize("release", ["../evil", "a/b", "with space", "x" * 300])
+def test_invalid_release_name_writes_nothing(salt_run_cli, app_root, tmp_path, release):
+    source = make_source(tmp_path / "v1", 1)
+    ret = deploy(salt_run_cli, f"source={source}", "app=bad", "tgt=murder-m*", f"release={release}",
+                 f"base_dir={app_root}")
+    assert ret.returncode != 0
+    assert "invalid release name" in ret.stdout + ret.stderr
+    for minion in MINIONS:
+        assert not os.path.exists(base(app_root, minion, "bad"))
+
+
+def test_target_matching_no_minion_is_an_error(salt_run_cli, app_root, tmp_path):
+    source = make_source(tmp_path / "v1", 1)
+    ret = deploy(salt_run_cli, f"source={source}", "app=ghost", "tgt=nobody-*", f"base_dir={app_root}")
+    assert ret.returncode != 0
+    assert "matches no minion" in ret.stdout + ret.stderr
+
+
+def test_event_triggered_deploy(salt_master, salt_run_cli, app_root, tmp_path, event_listener):
+    source = make_source(tmp_path / "v1", 1)
+    request = {"source": source, "app": "evented", "tgt": "murder-m*", "release": "r7", "base_dir": app_root,
+               "timeout": 120}
+    started = time.time()
+    ret = salt_run_cli.run("event.send", "murder/deploy/request", f"data={json.dumps(request)}")
+    assert ret.returncode == 0, ret.stdout
+    events = event_listener.wait_for_events(
+        [(salt_master.id, "murder/deploy/*/complete")], after_time=started, timeout=180
+    )
+    assert events.found_all_events, "no murder/deploy/*/complete event"
+    complete = events.matches[0].data
+    assert complete["release"] == "r7" and complete["result"] is True
+    for minion in MINIONS:
+        assert os.readlink(os.path.join(base(app_root, minion, "evented"), "current")) == "releases/r7"
+
+
+def test_minion_down_is_named_and_nothing_is_activated(salt_master, salt_run_cli, app_root, tmp_path):
+    down = salt_master.salt_minion_daemon(
+        "murder-down", overrides={"module_dirs": [str(REPO)], "murder": dict(LOOPBACK), "master": "127.0.0.1"}
+    )
+    with down.started(start_timeout=120):
+        pass  # its key is now accepted; the minion itself is stopped
+    source = make_source(tmp_path / "v1", 1)
+    targets = ",".join(MINIONS + ("murder-down",))
+    ret = deploy(salt_run_cli, f"source={source}", "app=halfway", f"tgt={targets}", "tgt_type=list",
+                 "release=r1", f"base_dir={app_root}", "timeout=25")
+    assert ret.returncode != 0
+    summary = ret.data
+    assert summary["result"] is False
+    assert summary["minions"]["murder-down"]["state"] == "timed out"
+    assert "murder-down" in ret.stdout
+    for minion in MINIONS:
+        report = summary["minions"][minion]
+        assert report["state"] == "done" and report["activated"] is False
+        assert "not activated" in report["comment"]
+        root = base(app_root, minion, "halfway")
+        assert os.path.isdir(os.path.join(root, "releases", "r1"))
+        assert not os.path.lexists(os.path.join(root, "current"))

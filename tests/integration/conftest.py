@@ -1,0 +1,102 @@
+"""A real salt-master and salt-minions, started once per session, listening on 127.0.0.1.
+
+Fixtures, for tests and for later additions (more minions, a reactor):
+
+``state_tree`` / ``pillar_tree``
+    Temporary directories the master serves as the ``base`` ``file_roots``
+    and ``pillar_roots``. Tests write their SLS and top files there (with
+    :func:`saltfactories.utils.tempfiles.temp_file`, so they go away again).
+
+``salt_master_config_overrides``
+    The master config on top of salt-factories' defaults. Extend it (override
+    this fixture in a nested ``conftest.py``) to add, for example,
+    ``reactor`` entries.
+
+``salt_master``
+    The started master. ``module_dirs`` is the checkout, so ``_runners``
+    loads from it.
+
+``start_salt_minion``
+    A function ``start_salt_minion(minion_id=None, overrides=None)`` that
+    starts one more minion attached to ``salt_master`` and returns its
+    factory; every minion it started is stopped at the end of the session.
+    Its ``module_dirs`` is the checkout, so ``_modules`` and ``_states`` load
+    from it.
+
+``salt_minion``
+    One started minion, for tests that need only one.
+
+``salt_cli`` / ``salt_run_cli``
+    ``salt`` and ``salt-run`` on the master.
+"""
+import pathlib
+
+import pytest
+from saltfactories.utils import random_string
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+# Seconds a CLI call may take: a highstate on two cores takes a few.
+CLI_TIMEOUT = 120
+
+
+@pytest.fixture(scope="session")
+def state_tree(tmp_path_factory):
+    return tmp_path_factory.mktemp("state-tree")
+
+
+@pytest.fixture(scope="session")
+def pillar_tree(tmp_path_factory):
+    return tmp_path_factory.mktemp("pillar-tree")
+
+
+@pytest.fixture(scope="session")
+def salt_master_config_overrides(state_tree, pillar_tree):
+    return {
+        "interface": "127.0.0.1",
+        "file_roots": {"base": [str(state_tree)]},
+        "pillar_roots": {"base": [str(pillar_tree)]},
+        "module_dirs": [str(REPO_ROOT)],
+    }
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, salt_master_config_overrides):
+    factory = salt_factories.salt_master_daemon(
+        random_string("murder-master-"), overrides=salt_master_config_overrides
+    )
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def start_salt_minion(salt_master):
+    started = []
+
+    def start(minion_id=None, overrides=None):
+        config = {"module_dirs": [str(REPO_ROOT)]}
+        config.update(overrides or {})
+        factory = salt_master.salt_minion_daemon(
+            minion_id or random_string("murder-minion-"), overrides=config
+        )
+        factory.start()
+        started.append(factory)
+        return factory
+
+    yield start
+    for factory in reversed(started):
+        factory.terminate()
+
+
+@pytest.fixture(scope="session")
+def salt_minion(start_salt_minion):
+    return start_salt_minion()
+
+
+@pytest.fixture(scope="session")
+def salt_cli(salt_master):
+    return salt_master.salt_cli(timeout=CLI_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def salt_run_cli(salt_master):
+    return salt_master.salt_run_cli(timeout=CLI_TIMEOUT)
