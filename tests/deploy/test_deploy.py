@@ -108,7 +108,7 @@ def test_event_triggered_deploy(salt_master, salt_run_cli, app_root, tmp_path, e
         [(salt_master.id, "murder/deploy/*/complete")], after_time=started, timeout=180
     )
     assert events.found_all_events, "no murder/deploy/*/complete event"
-    complete = events.matches[0].data
+    complete = next(iter(events.matches)).data
     assert complete["release"] == "r7" and complete["result"] is True
     for minion in MINIONS:
         assert os.readlink(os.path.join(base(app_root, minion, "evented"), "current")) == "releases/r7"
