@@ -38,6 +38,9 @@ __virtualname__ = "murder"
 # Keep at most this many finished deploys for murder.status.
 STATUS_KEEP = 50
 PROGRESS_SECONDS = 2.0
+# Seconds a busy minion gets to say its job is still running (Salt's default, 10, is short
+# for a host that is unpacking a large release or lingering as a seeder).
+GATHER_JOB_TIMEOUT = 30
 
 
 def __virtual__():
@@ -162,7 +165,8 @@ def _follow(event, deploy_id, hosts, deadline):
 
 def _activate(hosts, minions, kwargs, timeout):
     client = salt.client.get_local_client(mopts=__opts__)
-    returns = client.cmd(minions, "murder.activate", kwarg=kwargs, tgt_type="list", timeout=timeout, full_return=True)
+    returns = client.cmd(minions, "murder.activate", kwarg=kwargs, tgt_type="list", timeout=timeout,
+                         full_return=True, gather_job_timeout=GATHER_JOB_TIMEOUT)
     for minion in minions:
         state = hosts.minions[minion]
         answer = returns.get(minion)
@@ -324,7 +328,7 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
         kwarg["release"] = release
     client = salt.client.get_local_client(mopts=__opts__)
     returns = client.cmd(expected, "murder.rollback", kwarg=kwarg, tgt_type="list", timeout=timeout,
-                         full_return=True)
+                         full_return=True, gather_job_timeout=GATHER_JOB_TIMEOUT)
     minions = {}
     for minion in expected:
         answer = returns.get(minion)

@@ -24,6 +24,8 @@ from murder_core.pack import sha256_file
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.2
+# Longest wait for libtorrent to write its buffered pieces to the file.
+FLUSH_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class _Member:
         self.path = os.path.join(self.save_dir, self.info.name)
         self.hash_failures = 0
         self.error = None
+        self._flushed = False
         self._session = profile.make_session(
             listen,
             seeder=seeder,
@@ -108,7 +111,9 @@ class _Member:
         if wait_ms:
             self._session.wait_for_alert(wait_ms)
         for alert in self._session.pop_alerts():
-            if isinstance(alert, lt.hash_failed_alert):
+            if isinstance(alert, lt.cache_flushed_alert):
+                self._flushed = True
+            elif isinstance(alert, lt.hash_failed_alert):
                 self.hash_failures += 1
                 log.info("%s: %s", self.info.name, alert.message())
             elif isinstance(alert, (lt.file_error_alert, lt.torrent_error_alert)):
@@ -233,6 +238,7 @@ class Peer(_Member):
                 )
             self._report(now)
         self._count_sources()
+        self._flush()
         self._report(time.monotonic(), force=True)
         done = self.progress()
         return DownloadResult(
@@ -243,6 +249,22 @@ class Peer(_Member):
             bytes_from_peers=done.bytes_from_peers,
             hash_failures=self.hash_failures,
         )
+
+    def _flush(self):
+        """Wait until every piece is in the file, not only in libtorrent's write cache.
+
+        A piece counts as downloaded once its hash passed in memory; reading
+        the file before the flush can see stale bytes.
+        """
+        self._flushed = False
+        self._handle.flush_cache()
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while not self._flushed:
+            if self.error:
+                raise MurderError(f"writing {self.path} failed: {self.error}")
+            if time.monotonic() > deadline:
+                raise MurderError(f"libtorrent did not write {self.path} within {FLUSH_SECONDS} s")
+            self._drain_alerts(int(TICK_SECONDS * 1000))
 
     def verify(self, sha256):
         """Raise :class:`VerifyError` unless the artifact's SHA-256 is ``sha256``."""

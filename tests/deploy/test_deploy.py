@@ -55,6 +55,15 @@ def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_ro
         assert tree(os.path.join(root, "releases", "r1")) == expected
         assert os.readlink(os.path.join(root, "current")) == "releases/r1"
 
+    status = salt_run_cli.run("murder.status", f"deploy_id={summary['deploy_id']}")
+    assert status.returncode == 0, status.stdout
+    assert status.data["state"] == "succeeded"
+    assert {m: s["state"] for m, s in status.data["minions"].items()} == {m: "done" for m in MINIONS}
+    listing = salt_run_cli.run("murder.status")
+    assert summary["deploy_id"] in [d["deploy_id"] for d in listing.data["deploys"]]
+    unknown = salt_run_cli.run("murder.status", "deploy_id=no-such-deploy")
+    assert unknown.returncode != 0 and "no deploy" in unknown.stdout
+
 
 def test_second_release_then_rollback(salt_run_cli, salt_cli, app_root, tmp_path):
     for version in (1, 2):
