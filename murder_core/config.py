@@ -101,6 +101,6 @@ def expand_base_dir(template, app, minion):
     if not os.path.isabs(base_dir):
         raise InvalidInput(f"base_dir {base_dir!r} must be an absolute path")
     normal = os.path.normpath(base_dir)
-    if normal == "/" or ".." in base_dir.split("/"):
+    if not normal.strip("/") or ".." in base_dir.split("/"):
         raise InvalidInput(f"base_dir {base_dir!r} must be a directory below / without '..'")
     return normal

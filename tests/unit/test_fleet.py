@@ -1,0 +1,38 @@
+"""The runner's bookkeeping of a deploy's minions (pure logic)."""
+from murder_core import fleet
+
+
+def test_events_move_minions_to_done_and_failed():
+    hosts = fleet.Fleet(["m2", "m1", "m3"])
+    assert hosts.unfinished() == ["m1", "m2", "m3"]
+    assert hosts.record("m1", "progress", {"bytes_done": 10, "size": 100})
+    assert hosts.minions["m1"].state == fleet.DOWNLOADING
+    assert hosts.record("m1", "done", {"seconds": 1.5, "size": 100, "bytes_from_peers": 60, "bytes_from_seeder": 40})
+    assert hosts.record("m2", "failed", {"error": "No space left on device"})
+    assert not hosts.record("m2", "done", {})  # a finished minion stays finished
+    assert not hosts.record("stranger", "done", {})  # not targeted: ignored
+    assert hosts.succeeded() == ["m1"] and hosts.failed() == ["m2"] and hosts.unfinished() == ["m3"]
+    assert hosts.time_out("late") == ["m3"]
+    assert hosts.all_finished()
+    report = hosts.report(activate=False)
+    assert report["m1"]["result"] is True and report["m1"]["bytes_from_peers"] == 60
+    assert report["m2"] == dict(report["m2"], result=False, comment="No space left on device")
+    assert report["m3"]["state"] == fleet.TIMED_OUT
+
+
+def test_with_activation_a_minion_succeeds_only_when_activated():
+    hosts = fleet.Fleet(["m1", "m2"])
+    hosts.record("m1", "done", {"size": 1})
+    hosts.record("m2", "done", {"size": 1})
+    hosts.minions["m1"].activated = True
+    report = hosts.report(activate=True)
+    assert report["m1"]["result"] is True and report["m2"]["result"] is False
+
+
+def test_progress_line_names_stragglers():
+    hosts = fleet.Fleet([f"m{i}" for i in range(8)])
+    hosts.record("m0", "done", {"size": 2**20})
+    hosts.record("m1", "failed", {"error": "x"})
+    line = hosts.progress_line(limit=3)
+    assert line.startswith("1/8 hosts done, 1 failed")
+    assert "waiting for m2, m3, m4 and 3 more" in line
