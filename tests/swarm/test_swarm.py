@@ -126,7 +126,7 @@ def test_finished_peer_lingers_until_swarm_complete(make_release, members, tmp_p
     assert tracker.swarm(release.info.tracker_keys[0])["incomplete"] == 0
 
 
-def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, tmp_path):
+def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, tmp_path, tracker):
     release = make_release(2 * MiB)
     seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
     first = swarm.Peer(release.torrent, str(tmp_path / "first"), stall_timeout=20, **LOCAL)
@@ -134,6 +134,10 @@ def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, t
     stuck = swarm.Peer(release.torrent, str(tmp_path / "stuck"), download_rate_limit=1024, **LOCAL)
     members.extend([seeder, first, stuck])
     first.download()
+    deadline = time.monotonic() + 30
+    while tracker.swarm(release.info.tracker_keys[0])["incomplete"] < 1:
+        assert time.monotonic() < deadline, "the stuck peer never announced"
+        stuck._drain_alerts(200)
     assert first.linger(3) == "linger limit"
 
 
