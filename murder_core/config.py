@@ -51,6 +51,9 @@ DEFAULTS = {
     "progress_interval": 2.0,
     # Several peers share one address (the demo and tests on 127.0.0.1).
     "shared_address": False,
+    # The seeder hands each peer pieces no other peer has yet (BitTorrent
+    # super-seeding), so its link carries each piece about once.
+    "super_seeding": False,
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,
     "download_rate_limit": 0,

@@ -144,7 +144,7 @@ class Seeder(_Member):
     """Serve an artifact the master already has, without re-hashing it."""
 
     def __init__(self, torrent, artifact, *, listen="127.0.0.1:0", shared_address=False,
-                 port_retries=0, upload_rate_limit=0):
+                 port_retries=0, upload_rate_limit=0, super_seeding=False):
         artifact = os.path.abspath(artifact)
         name = torrent_mod.describe(torrent).name
         if os.path.basename(artifact) != name or not os.path.isfile(artifact):
@@ -153,7 +153,7 @@ class Seeder(_Member):
             torrent, os.path.dirname(artifact), listen=listen, seeder=True,
             shared_address=shared_address, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=0,
-            flags=lt.torrent_flags.seed_mode,
+            flags=lt.torrent_flags.seed_mode | (lt.torrent_flags.super_seeding if super_seeding else 0),
         )
 
     def stats(self):

@@ -1,0 +1,119 @@
+"""A datacenter on one machine: network namespaces on a bridge, links shaped with tc.
+
+One namespace per host, each with an ``eth0`` on a shared bridge (which
+lives in a namespace of its own), every link shaped to ``rate_mbit`` in both
+directions with a token bucket (``tbf``): on the host's side it caps what
+the host sends, on the bridge's side what it receives. If the kernel has
+``netem``, each direction also gets ``delay_ms`` of latency; where it does
+not (as on the machine the figures in the README come from) the links have
+the rate cap only, and the lab says so.
+
+Everything is created under a prefix unique to this process and removed on
+exit, also after an error or Ctrl-C. Needs root.
+"""
+import ipaddress
+import logging
+import os
+import subprocess
+
+log = logging.getLogger(__name__)
+
+
+def _run(*argv, check=True):
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed: {result.stderr.strip()}")
+    return result
+
+
+class Network:
+    """Hosts on one shaped, bridged network; a context manager that always cleans up."""
+
+    def __init__(self, hosts, rate_mbit, delay_ms=0.2, subnet="10.77.0.0/24"):
+        if os.geteuid() != 0:
+            raise PermissionError("the simulated datacenter needs root (network namespaces and tc)")
+        self.hosts = list(hosts)
+        self.rate_mbit = rate_mbit
+        self.delay_ms = delay_ms
+        self.prefix = f"mb{os.getpid() % 100000}"
+        network = ipaddress.ip_network(subnet)
+        self.prefixlen = network.prefixlen
+        self._addresses = {host: str(network.network_address + 1 + index) for index, host in enumerate(self.hosts)}
+        self._namespaces = []
+        self.latency = False
+
+    def netns(self, host):
+        return f"{self.prefix}-{host}"
+
+    def address(self, host):
+        return self._addresses[host]
+
+    @property
+    def switch(self):
+        return f"{self.prefix}-switch"
+
+    def __enter__(self):
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _add_namespace(self, name):
+        _run("ip", "netns", "add", name)
+        self._namespaces.append(name)
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+
+    def _shape(self, netns, device):
+        burst = max(64 * 1024, self.rate_mbit * 1_000_000 // 8 // 100)
+        if self.latency:
+            _run("ip", "netns", "exec", netns, "tc", "qdisc", "add", "dev", device, "root", "handle", "1:",
+                 "netem", "delay", f"{self.delay_ms}ms")
+            parent = ["parent", "1:1", "handle", "10:"]
+        else:
+            parent = ["root"]
+        _run("ip", "netns", "exec", netns, "tc", "qdisc", "add", "dev", device, *parent, "tbf",
+             "rate", f"{self.rate_mbit}mbit", "burst", str(burst), "latency", "100ms")
+
+    def _has_netem(self):
+        probe = self.netns(self.hosts[0])
+        answer = _run("ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root", "netem",
+                      "delay", "0.1ms", check=False)
+        if answer.returncode == 0:
+            _run("ip", "netns", "exec", probe, "tc", "qdisc", "del", "dev", "lo", "root", check=False)
+            return True
+        return False
+
+    def _build(self):
+        self._add_namespace(self.switch)
+        _run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", self.switch, "link", "set", "br0", "up")
+        for index, host in enumerate(self.hosts):
+            self._add_namespace(self.netns(host))
+        self.latency = self._has_netem()
+        if not self.latency:
+            log.warning("this kernel has no netem: links get the %s Mbit/s cap but no added latency", self.rate_mbit)
+        for index, host in enumerate(self.hosts):
+            ns = self.netns(host)
+            inside, outside = f"{self.prefix}h{index}", f"{self.prefix}s{index}"
+            _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+            _run("ip", "link", "set", inside, "netns", ns)
+            _run("ip", "link", "set", outside, "netns", self.switch)
+            _run("ip", "-n", ns, "link", "set", inside, "name", "eth0")
+            _run("ip", "-n", ns, "addr", "add", f"{self.address(host)}/{self.prefixlen}", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", self.switch, "link", "set", outside, "master", "br0")
+            _run("ip", "-n", self.switch, "link", "set", outside, "up")
+            self._shape(ns, "eth0")
+            self._shape(self.switch, outside)
+        log.info("network: %d hosts on %s, %s Mbit/s links", len(self.hosts), self.switch, self.rate_mbit)
+
+    def close(self):
+        # Deleting a namespace removes its end of every veth pair, and so the pair.
+        for name in reversed(self._namespaces):
+            _run("ip", "netns", "del", name, check=False)
+        self._namespaces = []

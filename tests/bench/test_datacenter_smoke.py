@@ -1,0 +1,51 @@
+"""`make bench` in small: every method completes on a 3-host datacenter and the result file is well-formed.
+
+Not a timing test: it only keeps the benchmark from rotting.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "datacenter.py"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
+    reason="the simulated datacenter needs root, ip and tc (network namespaces); CI runs as root",
+)
+
+
+def test_small_datacenter_run_completes_and_writes_results(tmp_path):
+    results, picture = tmp_path / "latest.json", tmp_path / "latest.png"
+    answer = subprocess.run(
+        [sys.executable, str(BENCH), "--hosts", "1,3", "--size-mib", "4", "--link-mbit", "200",
+         "--results", str(results), "--plot", str(picture), "--timeout", "180"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert answer.returncode == 0, answer.stdout[-3000:] + answer.stderr[-3000:]
+    data = json.loads(results.read_text())
+    assert data["size_bytes"] == 4 * 2**20 and data["link_mbit"] == 200
+    assert data["bound_seconds"] == pytest.approx(4 * 2**20 * 8 / 200e6)
+    assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
+    runs = {(run["method"], run["hosts"]): run for run in data["runs"]}
+    assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (1, 3)}
+    for (method, _), run in runs.items():
+        assert run["seconds"] > 0
+        assert (run.get("distribution_seconds") or 0) > 0 if method == "murder" else "distribution_seconds" not in run
+    assert picture.stat().st_size > 1000 and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "murder" in answer.stdout and "bound" in answer.stdout
+
+
+def test_without_root_it_refuses_clearly(tmp_path):
+    nobody = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, str(BENCH),
+         "--results", str(tmp_path / "x.json")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert nobody.returncode == 2
+    assert "needs root" in nobody.stderr
+    assert not (tmp_path / "x.json").exists()
