@@ -1,0 +1,391 @@
+"""Benchmark: one seeder and one peer on loopback against a plain file copy.
+
+Run with ``make bench-swarm`` (or ``.venv/bin/python bench/swarm.py --help``).
+
+It writes an incompressible artifact (1 GiB by default) into a temporary
+directory, times a plain copy of it on the same disk (``shutil.copyfile``
+then ``fsync``), then runs the real thing: our tracker, a seeder and one peer
+(``murder_core.swarm`` with the datacenter profile, all on 127.0.0.1) and
+times the peer from its start until the downloaded file is on disk
+(``Peer.download()`` then ``fsync``, so both sides end with durable bytes).
+The downloaded file's SHA-256 is checked. The figure is the swarm's rate as a
+ratio to the copy's; docs/tuning.md records it.
+
+One invocation makes ``--repeat`` rounds (default 3); each round times the
+copy and then one swarm per ``--piece-size-kib`` value, and the figure is the
+median of the rounds' ratios (on a virtual machine the copy's rate can
+change fourfold from one run to the next, see docs/tuning.md). Nothing is dropped from the page cache:
+the artifact was just written, so both the copy and the seeder read it from
+memory and both pay for writing to disk; dirty pages and deleted files are
+synced between measurements so that one does not pay for the previous one.
+
+``--setting [seeder:|peer:]NAME=VALUE`` overrides one libtorrent setting of
+the profile for this run only; that is how the profile's values were chosen.
+
+Results go to ``bench/results/swarm-latest.json``; the temporary directory is
+removed whatever happens. The exit status is non-zero when a download fails.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import libtorrent as lt  # noqa: E402
+
+from murder_core import profile, swarm, torrent  # noqa: E402
+from murder_core.config import DEFAULTS  # noqa: E402
+from murder_core.errors import MurderError  # noqa: E402
+from murder_core.tracker import Tracker  # noqa: E402
+
+log = logging.getLogger("bench.swarm")
+
+MiB = 1024 * 1024
+KiB = 1024
+GiB = 1024 * MiB
+CHUNK = 4 * MiB
+RESULTS = os.path.join(HERE, "results", "swarm-latest.json")
+# Seconds the seeder gets to announce itself before the peer starts.
+SEEDER_ANNOUNCE_WAIT = 10
+# Seconds of quiet before each measurement. On a virtual machine that hands
+# free memory back to its host (virtio-balloon free page reporting) writing
+# into pages freed a moment ago is up to four times faster than into pages
+# idle for a few seconds; the same pause before the copy and the swarm makes
+# both start from idle memory, and lets the previous run's writeback finish.
+SETTLE = 5.0
+
+
+def machine():
+    """What the figure was measured on."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu or platform.processor(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "libtorrent": lt.__version__,
+    }
+
+
+def disk_of(path):
+    """``device (fstype, mount point)`` of the mount holding ``path``."""
+    path = os.path.realpath(path)
+    best = ("", "", "")
+    try:
+        with open("/proc/mounts") as handle:
+            for line in handle:
+                device, mount, fstype = line.split()[:3]
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best[1]):
+                    best = (device, mount, fstype)
+    except OSError:
+        return "unknown"
+    return f"{best[0]} ({best[2]}, mounted on {best[1]})"
+
+
+def fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cpu_seconds():
+    """User plus system CPU seconds of this process (libtorrent's threads included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_artifact(path, size):
+    """Write ``size`` random bytes to ``path``, flushed to disk; return the SHA-256."""
+    digest = hashlib.sha256()
+    left = size
+    with open(path, "wb") as handle:
+        while left:
+            block = os.urandom(min(CHUNK, left))
+            digest.update(block)
+            handle.write(block)
+            left -= len(block)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def settle(seconds):
+    """Flush dirty pages and deleted files, then wait: every measurement starts alike."""
+    os.sync()
+    time.sleep(seconds)
+
+
+def time_copy(src, dst, pause):
+    """Seconds and CPU seconds to copy ``src`` to ``dst`` and fsync it; the copy is removed after."""
+    settle(pause)
+    cpu_before = cpu_seconds()
+    started = time.monotonic()
+    shutil.copyfile(src, dst)
+    fsync_path(dst)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds() - cpu_before
+    os.unlink(dst)
+    return seconds, cpu
+
+
+def parse_setting(text):
+    """``[seeder:|peer:]name=value`` -> (role or None, name, value with its type)."""
+    role, _, assignment = text.partition(":") if text.startswith(("seeder:", "peer:")) else ("", "", text)
+    name, sep, raw = assignment.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: use [seeder:|peer:]NAME=VALUE")
+    if name not in lt.default_settings():
+        raise argparse.ArgumentTypeError(f"{text!r}: libtorrent has no setting {name!r}")
+    default = lt.default_settings()[name]
+    try:
+        if isinstance(default, bool):
+            value = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}[raw.lower()]
+        elif isinstance(default, int):
+            value = int(raw, 0)
+        else:
+            value = raw
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r}: {raw!r} is not a {type(default).__name__}") from None
+    return role or None, name, value
+
+
+def override_profile(overrides):
+    """Make ``profile.settings`` apply the benchmark's overrides (this process only)."""
+    if not overrides:
+        return
+    original = profile.settings
+
+    def settings(listen, *, seeder=False, **kwargs):
+        pack = original(listen, seeder=seeder, **kwargs)
+        role = "seeder" if seeder else "peer"
+        pack.update({name: value for who, name, value in overrides if who in (None, role)})
+        return pack
+
+    profile.settings = settings
+
+
+def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
+    """Run a seeder and one peer through ``tracker``; return the measurements."""
+    info = torrent.describe(data)
+    tracker.serve(*info.tracker_keys)
+    save_dir = os.path.join(workdir, "peer")
+    seeder = peer = None
+    run = {"piece_size": info.piece_size}
+    try:
+        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0", shared_address=True)
+        # The peer should find the seeder in its first announce, as in a deploy.
+        wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
+        while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
+            if time.monotonic() > wait_until:
+                raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
+            time.sleep(0.05)
+        settle(pause)
+        cpu_before = cpu_seconds()
+        started = time.monotonic()
+        peer = swarm.Peer(data, save_dir, listen="127.0.0.1:0", shared_address=True, stall_timeout=30)
+        result = peer.download(deadline=started + timeout)
+        downloaded = time.monotonic()
+        fsync_path(result.path)
+        finished = time.monotonic()
+        cpu = cpu_seconds() - cpu_before
+        run.update(
+            seconds=finished - started,
+            cpu_seconds=cpu,
+            download_seconds=downloaded - started,
+            fsync_seconds=finished - downloaded,
+            cpu_cores_busy=cpu / (finished - started),
+            hash_failures=result.hash_failures,
+            seeder_uploaded=seeder.stats()["uploaded"],
+        )
+        peer.verify(sha256)
+    finally:
+        for member in (peer, seeder):
+            if member is not None:
+                member.close()
+        tracker.forget(*info.tracker_keys)
+        shutil.rmtree(save_dir, ignore_errors=True)
+    return run
+
+
+def rate(size, seconds):
+    """MB/s (10^6 bytes per second), as disk tools print it."""
+    return size / seconds / 1e6 if seconds > 0 else float("inf")
+
+
+def summarize(size, copies, runs):
+    """Per piece size: median rates and the median (min, max) of the rounds' ratios."""
+    summary = []
+    for piece_size in sorted({run["piece_size"] for run in runs}):
+        mine = [run for run in runs if run["piece_size"] == piece_size]
+        good = [run for run in mine if "error" not in run]
+        entry = {"piece_size": piece_size, "runs": len(mine), "failed": len(mine) - len(good)}
+        if good:
+            ratios = [rate(size, run["seconds"]) / rate(size, copies[run["round"]]) for run in good]
+            entry.update(
+                copy_mb_s=statistics.median(rate(size, copies[run["round"]]) for run in good),
+                swarm_mb_s=statistics.median(rate(size, run["seconds"]) for run in good),
+                download_mb_s=statistics.median(rate(size, run["download_seconds"]) for run in good),
+                ratio=statistics.median(ratios),
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+                cpu_cores_busy=statistics.median(run["cpu_cores_busy"] for run in good),
+                cpu_seconds_per_gib=statistics.median(run["cpu_seconds"] * GiB / size for run in good),
+            )
+        summary.append(entry)
+    return summary
+
+
+def write_results(path, results):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".tmp"
+    with open(partial, "w") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    os.replace(partial, path)
+
+
+def print_table(results):
+    print(f"artifact {results['size'] // MiB} MiB, incompressible; {results['machine']['nproc']} cores, "
+          f"{results['machine']['cpu']}; disk {results['disk']}; libtorrent {results['machine']['libtorrent']}")
+    if results["settings"]:
+        print("settings overridden: " + ", ".join(results["settings"]))
+    print(f"{'piece size':>10}  {'copy MB/s':>9}  {'swarm MB/s':>10}  {'ratio':>5}  "
+          f"{'(min-max)':>11}  {'CPU s/GiB':>9}  runs")
+    for entry in results["summary"]:
+        kib = f"{entry['piece_size'] // KiB} KiB"
+        if "ratio" not in entry:
+            print(f"{kib:>10}  {'failed':>9}")
+            continue
+        spread = f"{entry['ratio_min']:.2f}-{entry['ratio_max']:.2f}"
+        failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
+        print(f"{kib:>10}  {entry['copy_mb_s']:9.0f}  {entry['swarm_mb_s']:10.0f}  {entry['ratio']:5.2f}  "
+              f"{spread:>11}  {entry['cpu_seconds_per_gib']:9.1f}  {entry['runs']}{failed}")
+    if "copy_cpu_seconds_per_gib" in results:
+        print(f"the copy used {results['copy_cpu_seconds_per_gib']:.1f} CPU s/GiB")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="artifact size in MiB (default 1024)")
+    parser.add_argument(
+        "--piece-size-kib", type=int, nargs="+", default=[DEFAULTS["piece_size"] // KiB],
+        help="torrent piece size(s) in KiB, one swarm per round each (default: the configured "
+             f"piece_size, {DEFAULTS['piece_size'] // KiB})",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of copy + swarms (default 3)")
+    parser.add_argument("--setting", type=parse_setting, action="append", default=[],
+                        metavar="[seeder:|peer:]NAME=VALUE",
+                        help="override a libtorrent setting of the profile for this run (repeatable)")
+    parser.add_argument("--settle", type=float, default=SETTLE,
+                        help=f"seconds of quiet (after a sync) before every measurement (default {SETTLE:g})")
+    parser.add_argument("--dir", default=None,
+                        help="where to make the temporary directory (default: the system temp dir); "
+                             "the copy and the swarm both write there")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds one download may take (default 600)")
+    parser.add_argument("--results", default=RESULTS,
+                        help="JSON results file (default bench/results/swarm-latest.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log tracker and swarm diagnostics")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1:
+        parser.error("--size-mib must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for kib in args.piece_size_kib:
+        if kib < 16 or kib & (kib - 1):
+            parser.error(f"--piece-size-kib {kib}: a power of two of at least 16")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    override_profile(args.setting)
+    size = args.size_mib * MiB
+    workdir = tempfile.mkdtemp(prefix="murder-bench-swarm-", dir=args.dir)
+    results = {
+        "benchmark": "swarm",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "disk": disk_of(workdir),
+        "size": size,
+        "repeat": args.repeat,
+        "settle_seconds": args.settle,
+        "loadavg_before": os.getloadavg(),
+        "settings": [f"{who + ':' if who else ''}{name}={value}" for who, name, value in args.setting],
+        "copy_seconds": [],
+        "copy_cpu_seconds": [],
+        "runs": [],
+    }
+    failed = False
+    try:
+        with Tracker(host="127.0.0.1", port=0, interval=1) as tracker:
+            artifact = os.path.join(workdir, "master", "app-bench.tar")
+            os.makedirs(os.path.dirname(artifact))
+            log.info("writing %d MiB of random bytes to %s", args.size_mib, artifact)
+            sha256 = write_artifact(artifact, size)
+            torrents = {}
+            for kib in args.piece_size_kib:
+                started = time.monotonic()
+                torrents[kib] = torrent.make_torrent(artifact, [tracker.url], piece_size=kib * KiB)
+                log.info("torrent with %d KiB pieces made in %.1f s", kib, time.monotonic() - started)
+            os.sync()
+
+            for round_ in range(args.repeat):
+                seconds, cpu = time_copy(artifact, os.path.join(workdir, "copy.tar"), args.settle)
+                results["copy_seconds"].append(seconds)
+                results["copy_cpu_seconds"].append(cpu)
+                log.info("round %d: copy %.2f s, %.0f MB/s", round_ + 1, seconds, rate(size, seconds))
+                for kib in args.piece_size_kib:
+                    try:
+                        run = time_swarm(tracker, torrents[kib], artifact, sha256, workdir, args.timeout,
+                                         args.settle)
+                    except MurderError as exc:  # StallError and VerifyError included
+                        log.error("round %d: swarm with %d KiB pieces failed: %s", round_ + 1, kib, exc)
+                        results["runs"].append({"round": round_, "piece_size": kib * KiB, "error": str(exc)})
+                        failed = True
+                        continue
+                    run["round"] = round_
+                    results["runs"].append(run)
+                    log.info("round %d: swarm with %d KiB pieces %.2f s (%.2f s download + %.2f s fsync), "
+                             "%.0f MB/s, ratio %.2f, %.2f cores busy", round_ + 1, kib, run["seconds"],
+                             run["download_seconds"], run["fsync_seconds"], rate(size, run["seconds"]),
+                             seconds / run["seconds"], run["cpu_cores_busy"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    results["loadavg_after"] = os.getloadavg()
+    results["summary"] = summarize(size, results["copy_seconds"], results["runs"])
+    if results["copy_cpu_seconds"]:
+        results["copy_cpu_seconds_per_gib"] = statistics.median(results["copy_cpu_seconds"]) * GiB / size
+    write_results(args.results, results)
+    print_table(results)
+    print(f"results: {args.results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
