@@ -40,7 +40,7 @@ DEFAULTS = {
     # Most peers the tracker returns per announce.
     "max_peers_per_announce": 200,
     # Torrent piece size in bytes (see docs/tuning.md for the measurement).
-    "piece_size": 4 * 1024 * 1024,
+    "piece_size": 1024 * 1024,
     # A peer fails when no byte arrives for this many seconds.
     "stall_timeout": 30,
     # A finished peer keeps seeding until the swarm is complete, at most this long.
@@ -57,6 +57,9 @@ DEFAULTS = {
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,
     "download_rate_limit": 0,
+    # libtorrent settings applied over the datacenter profile (murder_core/profile.py),
+    # e.g. {piece_extent_affinity: true}; for tuning, with care.
+    "libtorrent": {},
     # Archive members left out of a packed directory.
     "excludes": [".git"],
 }

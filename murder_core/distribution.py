@@ -120,6 +120,7 @@ class Distribution:
             shared_address=bool(self._option("shared_address")),
             upload_rate_limit=int(self._option("upload_rate_limit")),
             super_seeding=bool(self._option("super_seeding")),
+            libtorrent=self._option("libtorrent"),
         )
         log.info("deploy of %s %s: %d bytes, info-hash %s, seeder %s:%s",
                  self.app, self.release, self.artifact.size, self.info.info_hash,

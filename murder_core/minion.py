@@ -58,7 +58,7 @@ def forget_artifacts(base_dir):
 
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           shared_address=False, stall_timeout=30, progress_interval=2.0, on_progress=None,
-          upload_rate_limit=0, download_rate_limit=0, deadline=None):
+          upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
@@ -83,6 +83,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
             torrent, downloads, listen=listen, shared_address=shared_address, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
             stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
+            libtorrent=libtorrent,
         )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)

@@ -68,7 +68,7 @@ class _Member:
     """One libtorrent session holding one torrent, seeder or peer."""
 
     def __init__(self, torrent, save_dir, *, listen, seeder, shared_address, port_retries,
-                 upload_rate_limit, download_rate_limit, flags):
+                 upload_rate_limit, download_rate_limit, flags, libtorrent=None):
         self.info = torrent_mod.describe(torrent)
         self.save_dir = os.path.abspath(save_dir)
         self.path = os.path.join(self.save_dir, self.info.name)
@@ -83,6 +83,9 @@ class _Member:
             upload_rate_limit=upload_rate_limit,
             download_rate_limit=download_rate_limit,
         )
+        if libtorrent:
+            # The operator's overrides of the profile (config key ``libtorrent``).
+            self._session.apply_settings(dict(libtorrent))
         params = lt.add_torrent_params()
         params.ti = torrent_mod.load(torrent)
         params.save_path = self.save_dir
@@ -144,7 +147,7 @@ class Seeder(_Member):
     """Serve an artifact the master already has, without re-hashing it."""
 
     def __init__(self, torrent, artifact, *, listen="127.0.0.1:0", shared_address=False,
-                 port_retries=0, upload_rate_limit=0, super_seeding=False):
+                 port_retries=0, upload_rate_limit=0, super_seeding=False, libtorrent=None):
         artifact = os.path.abspath(artifact)
         name = torrent_mod.describe(torrent).name
         if os.path.basename(artifact) != name or not os.path.isfile(artifact):
@@ -154,6 +157,7 @@ class Seeder(_Member):
             shared_address=shared_address, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=0,
             flags=lt.torrent_flags.seed_mode | (lt.torrent_flags.super_seeding if super_seeding else 0),
+            libtorrent=libtorrent,
         )
 
     def stats(self):
@@ -168,12 +172,12 @@ class Peer(_Member):
 
     def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0", shared_address=False,
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
-                 stall_timeout=30.0, on_progress=None, progress_interval=2.0):
+                 stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             torrent, save_dir, listen=listen, seeder=False, shared_address=shared_address,
             port_retries=port_retries, upload_rate_limit=upload_rate_limit,
-            download_rate_limit=download_rate_limit, flags=0,
+            download_rate_limit=download_rate_limit, flags=0, libtorrent=libtorrent,
         )
         self.stall_timeout = float(stall_timeout)
         self._on_progress = on_progress
