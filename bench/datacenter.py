@@ -141,6 +141,14 @@ def run_fileserver(lab, top, minions, size, timeout, run_id):
 METHODS = {"murder": run_murder, "salt-fileserver": run_fileserver}
 
 
+def cpu_times():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -186,11 +194,11 @@ def plot(results, path):
 def table(results):
     bound = results["bound_seconds"]
     lines = [f"{results['size_bytes'] // 2**20} MiB, {results['link_mbit']} Mbit/s links, bound {bound:.2f} s",
-             f"{'method':<16} {'hosts':>5} {'seconds':>8} {'x bound':>8} {'distribution s':>15}"]
+             f"{'method':<16} {'hosts':>5} {'seconds':>8} {'x bound':>8} {'distribution s':>15} {'cpu busy':>9}"]
     for run in results["runs"]:
         dist = run.get("distribution_seconds")
         lines.append(f"{run['method']:<16} {run['hosts']:>5} {run['seconds']:>8.2f} {run['seconds'] / bound:>8.2f} "
-                     f"{'' if dist is None else f'{dist:.2f}':>15}")
+                     f"{'' if dist is None else f'{dist:.2f}':>15} {run.get('cpu_busy', 0):>9.2f}")
     return "\n".join(lines)
 
 
@@ -235,7 +243,11 @@ def main(argv=None):
                     for method in args.methods:
                         run_id = f"{method.split('-')[0]}-n{hosts}"
                         log.info("%s to %d hosts ...", method, hosts)
+                        busy, total = cpu_times()
                         figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id)
+                        busy_after, total_after = cpu_times()
+                        # Share of both cores busy during the run: near 1.0 means the machine, not the links, set the pace.
+                        figures["cpu_busy"] = round((busy_after - busy) / max(total_after - total, 1), 2)
                         results["runs"].append({"method": method, "hosts": hosts, **figures})
                         log.info("%s to %d hosts: %s", method, hosts, figures)
     finally:
