@@ -17,13 +17,16 @@ import logging
 import time
 
 from murder_core import config
-from murder_core import minion as minion_core
 from murder_core.errors import InvalidInput, MurderError
 from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, check_failure
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import libtorrent  # noqa: F401 pylint: disable=unused-import
+
+    # The swarm side of the core imports libtorrent too: inside the guard, so that
+    # a minion without it gets __virtual__'s reason, not an import traceback.
+    from murder_core import minion as minion_core
 
     HAS_LIBTORRENT = True
 except ImportError:
@@ -306,6 +309,7 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
                 upload_rate_limit=int(settings["upload_rate_limit"]),
                 download_rate_limit=int(settings["download_rate_limit"]),
                 deadline=started + timeout,
+                libtorrent=settings["libtorrent"],
             )
     except (SaltInvocationError, CommandExecutionError) as exc:
         _fire(tags["failed"], dict(report, error=str(exc), seconds=round(time.monotonic() - started, 3)))

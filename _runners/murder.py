@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 
 import salt.client
@@ -132,16 +133,34 @@ def _expected_minions(tgt, tgt_type):
 
 
 def _peer_event(event, deploy_id):
-    """Return ``(minion, kind, payload)`` of the next peer event of this deploy, or None."""
-    found = event.get_event(wait=0.5, tag=f"murder/peer/{deploy_id}/", full=True)
+    """Return ``(minion, kind, payload)`` of the next peer event of this deploy, or None.
+
+    Besides the peers' own events, the return of a ``murder.peer`` job of this
+    deploy that failed counts as ``failed``: a minion that cannot run it at all
+    (no libtorrent, module not synced) sends no peer event, only that return.
+    """
+    pattern = rf"(?:murder/peer/{re.escape(deploy_id)}/|salt/job/[0-9]+/ret/)"
+    found = event.get_event(wait=0.5, tag=pattern, match_type="regex", full=True)
     if not found:
         return None
+    if found["tag"].startswith("salt/job/"):
+        return _failed_peer_job(found.get("data") or {}, deploy_id)
     kind = found["tag"].rsplit("/", 1)[-1]
     outer = found.get("data") or {}
     # Minion events carry the sender's authenticated id; the tag is only a hint.
     minion = outer.get("id")
     payload = outer.get("data") if isinstance(outer.get("data"), dict) else outer
     return minion, kind, payload
+
+
+def _failed_peer_job(ret, deploy_id):
+    """``(minion, "failed", payload)`` for a failed ``murder.peer`` return of this deploy, else None."""
+    if ret.get("fun") != "murder.peer" or (ret.get("success") and not ret.get("retcode")):
+        return None
+    if not any(isinstance(arg, dict) and arg.get("deploy_id") == deploy_id for arg in ret.get("fun_args") or []):
+        return None
+    why = str(ret.get("return"))[:500]
+    return ret.get("id"), "failed", {"error": f"murder.peer failed: {why}"}
 
 
 def _follow(event, deploy_id, hosts, deadline):
@@ -172,13 +191,16 @@ def _activate(hosts, minions, kwargs, timeout):
         answer = returns.get(minion)
         if answer is None:
             state.comment = "did not answer the activation"
+            _progress(f"{minion}: {state.comment}")
             continue
         ret = answer.get("ret")
         if answer.get("retcode", 0) == 0 and isinstance(ret, dict) and ret.get("result", True):
             state.activated = True
+            state.changed = state.changed or ret.get("old") != ret.get("new")
             state.comment = ret.get("comment") or f"activated {kwargs['release']}"
         else:
             state.comment = f"activation failed: {ret.get('comment') if isinstance(ret, dict) else ret}"
+            _progress(f"{minion}: {state.comment}")
 
 
 @_reported
@@ -293,6 +315,7 @@ def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, k
             summary["seconds"] = round(time.monotonic() - started, 3)
             summary["minions"] = hosts.report(activate)
             summary["result"] = bool(summary["minions"]) and all(m["result"] for m in summary["minions"].values())
+            summary["changed"] = any(m["changed"] for m in summary["minions"].values())
             summary["state"] = "succeeded" if summary["result"] else "failed"
             _save_status(deploy_id, summary)
             event.fire_event(summary, config.TAG_DEPLOY_COMPLETE.format(deploy_id=deploy_id))

@@ -23,6 +23,7 @@ def salt_master(salt_factories):
     overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
     factory = salt_factories.salt_master_daemon("murder-master", overrides=overrides)
+    factory.slow_stop = False  # stopped with SIGKILL at the end: nothing of it needs a clean shutdown
     with factory.started(start_timeout=120):
         yield factory
 
@@ -39,6 +40,7 @@ def salt_minions(salt_master):
     started = []
     try:
         for factory in factories:
+            factory.slow_stop = False
             factory.start(start_timeout=120)
             started.append(factory)
         yield factories

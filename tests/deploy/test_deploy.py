@@ -88,6 +88,7 @@ def test_second_release_then_rollback(salt_run_cli, salt_cli, app_root, tmp_path
     assert "r1" in json.dumps(ret.data)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("release", ["../evil", "a/b", "with space", "x" * 300])
 def test_invalid_release_name_writes_nothing(salt_run_cli, app_root, tmp_path, release):
     source = make_source(tmp_path / "v1", 1)
@@ -99,6 +100,7 @@ def test_invalid_release_name_writes_nothing(salt_run_cli, app_root, tmp_path, r
         assert not os.path.exists(base(app_root, minion, "bad"))
 
 
+@pytest.mark.bad_input
 def test_target_matching_no_minion_is_an_error(salt_run_cli, app_root, tmp_path):
     source = make_source(tmp_path / "v1", 1)
     ret = deploy(salt_run_cli, f"source={source}", "app=ghost", "tgt=nobody-*", f"base_dir={app_root}")
@@ -123,6 +125,7 @@ def test_event_triggered_deploy(salt_master, salt_run_cli, app_root, tmp_path, e
         assert os.readlink(os.path.join(base(app_root, minion, "evented"), "current")) == "releases/r7"
 
 
+@pytest.mark.fault
 def test_minion_down_is_named_and_nothing_is_activated(salt_master, salt_run_cli, app_root, tmp_path):
     down = salt_master.salt_minion_daemon(
         "murder-down", overrides={"module_dirs": [str(REPO)], "murder": dict(LOOPBACK), "master": "127.0.0.1"}

@@ -7,6 +7,7 @@ import pytest
 from murder_core import swarm
 from murder_core.errors import StallError, VerifyError
 from murder_core.pack import sha256_file
+from murder_core.tracker import Tracker
 
 MiB = 1024 * 1024
 # Every member shares 127.0.0.1, so the profile must allow several connections per address.
@@ -39,6 +40,7 @@ def test_seeder_and_five_peers_all_finish_and_trade(make_release, members, tmp_p
     assert any(p.bytes_done == 8 * MiB for p in progress)
 
 
+@pytest.mark.fault
 def test_others_finish_from_peers_after_the_seeder_stops(make_release, members, tmp_path, run_all):
     release = make_release(6 * MiB)
     seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
@@ -66,6 +68,55 @@ def test_others_finish_from_peers_after_the_seeder_stops(make_release, members, 
     assert all(r.bytes_from_peers >= 6 * MiB - done for r, done in zip(results, behind))
 
 
+def failed_announces(member):
+    """How many announces of ``member`` in a row failed (libtorrent's count per tracker endpoint)."""
+    return max((hashes.get("fails", 0) for entry in member._handle.trackers()
+                for endpoint in entry.get("endpoints", []) for hashes in endpoint.get("info_hashes", [])),
+               default=0)
+
+
+@pytest.mark.fault
+def test_peers_re_announce_to_a_restarted_tracker_and_finish(make_release, members, tmp_path, tracker, run_all):
+    release = make_release(4 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+    # Held back so that the tracker goes away in the middle of their download.
+    early = [
+        swarm.Peer(release.torrent, str(tmp_path / f"early{i}"), stall_timeout=60,
+                   download_rate_limit=512 * 1024, **LOCAL)
+        for i in range(2)
+    ]
+    members.extend([seeder, *early])
+    deadline = time.monotonic() + 30
+    while not all(peer.progress().bytes_done for peer in early):
+        assert time.monotonic() < deadline, "the peers never got data through the tracker"
+        seeder._drain_alerts(200)
+
+    port = tracker.port
+    tracker.stop()  # the tracker dies, and with it everything it knew about the swarm
+    deadline = time.monotonic() + 30
+    while not all(failed_announces(member) for member in (seeder, *early)):
+        assert time.monotonic() < deadline, "nobody noticed the tracker was gone"
+        seeder._drain_alerts(200)
+    assert all(peer.progress().bytes_done < 4 * MiB for peer in early)
+
+    with Tracker(host="127.0.0.1", port=port, interval=1) as restarted:
+        restarted.serve(*release.info.tracker_keys)
+        # A peer that joins now can find the others only through the restarted tracker.
+        late = swarm.Peer(release.torrent, str(tmp_path / "late"), stall_timeout=60, **LOCAL)
+        members.append(late)
+
+        results = run_all([peer.download for peer in (*early, late)])
+
+        for result in results:
+            assert sha256_file(result.path) == release.sha256
+        # Seeder and peers all came back to the restarted tracker.
+        deadline = time.monotonic() + 60
+        while (counts := restarted.swarm(release.info.tracker_keys[0]))["complete"] < 4:
+            assert time.monotonic() < deadline, f"not everyone re-announced: {counts}"
+            late._drain_alerts(200)
+
+
+@pytest.mark.fault
 def test_corrupt_peer_is_survived_and_counted(make_release, members, tmp_path, run_all):
     release = make_release(4 * MiB)
     bad_dir = tmp_path / "bad"
@@ -94,6 +145,7 @@ def test_corrupt_peer_is_survived_and_counted(make_release, members, tmp_path, r
     assert sum(r.hash_failures for r in results) > 0
 
 
+@pytest.mark.fault
 def test_verify_refuses_wrong_sha256(make_release, members, tmp_path):
     release = make_release(1 * MiB)
     members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))
@@ -104,6 +156,7 @@ def test_verify_refuses_wrong_sha256(make_release, members, tmp_path):
         peer.verify("0" * 64)
 
 
+@pytest.mark.fault
 def test_peer_without_seeder_fails_with_stall_error(make_release, members, tmp_path):
     release = make_release(1 * MiB)
     peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=2, **LOCAL)
@@ -126,6 +179,7 @@ def test_finished_peer_lingers_until_swarm_complete(make_release, members, tmp_p
     assert tracker.swarm(release.info.tracker_keys[0])["incomplete"] == 0
 
 
+@pytest.mark.fault
 def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, tmp_path, tracker):
     release = make_release(2 * MiB)
     seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)

@@ -10,12 +10,14 @@ def test_plain_release_names_pass(name):
     assert config.check_release_name(name) == name
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("name", ["", "../x", "a/b", "with space", "x" * 300, ".hidden", "a..b", None, 7])
 def test_other_release_names_are_refused(name):
     with pytest.raises(InvalidInput, match="invalid release name"):
         config.check_release_name(name)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("app", ["../etc", "a/b", "/abs"])
 def test_app_names_with_paths_are_refused(app):
     with pytest.raises(InvalidInput, match="invalid app name"):
@@ -26,6 +28,7 @@ def test_base_dir_placeholders_are_expanded():
     assert config.expand_base_dir("/srv/{minion}/{app}", "shop", "web1") == "/srv/web1/shop"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("base_dir", ["srv/app", "/", "//", "/srv/../etc", "/srv/{host}", ""])
 def test_bad_base_dirs_are_refused(base_dir):
     with pytest.raises(InvalidInput, match="base_dir"):
@@ -44,6 +47,7 @@ def test_option_prefers_call_then_config_then_default():
     [({"keep": 0}, "keep"), ({"timeout": -1}, "timeout"), ({"min_success": 0}, "min_success"),
      ({"base_dir": "relative"}, "base_dir"), ({"release": "a b"}, "release")],
 )
+@pytest.mark.bad_input
 def test_deploy_arguments_are_checked(changes, message):
     arguments = dict(app="shop", release="r1", base_dir="/srv/{app}", keep=5, timeout=60, min_success=None)
     arguments.update(changes)

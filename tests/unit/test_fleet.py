@@ -36,3 +36,10 @@ def test_progress_line_names_stragglers():
     line = hosts.progress_line(limit=3)
     assert line.startswith("1/8 hosts done, 1 failed")
     assert "waiting for m2, m3, m4 and 3 more" in line
+
+
+def test_hash_failures_reach_the_deploy_report():
+    hosts = fleet.Fleet(["m1"])
+    hosts.record("m1", "progress", {"bytes_done": 5, "size": 10, "hash_failures": 1})
+    hosts.record("m1", "done", {"size": 10, "hash_failures": 3})
+    assert hosts.report(activate=False)["m1"]["hash_failures"] == 3

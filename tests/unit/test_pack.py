@@ -134,12 +134,14 @@ def test_existing_zstd_archive(tree, tmp_path):
         (lambda p: (p / "empty").mkdir() or p / "empty", "is empty"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_sources_are_refused(tmp_path, make_source, message):
     with pytest.raises(InvalidInput, match=message):
         pack.pack(str(make_source(tmp_path)), str(tmp_path / "out" / "a.tar.zst"))
     assert not (tmp_path / "out" / "a.tar.zst").exists()
 
 
+@pytest.mark.bad_input
 def test_source_symlink_leaving_the_tree_is_refused(tree, tmp_path):
     (tree / "escape").symlink_to("/etc/passwd")
     with pytest.raises(InvalidInput, match="escape"):
@@ -147,6 +149,7 @@ def test_source_symlink_leaving_the_tree_is_refused(tree, tmp_path):
     assert os.listdir(tmp_path / "out") == []
 
 
+@pytest.mark.bad_input
 def test_source_fifo_is_refused(tree, tmp_path):
     os.mkfifo(tree / "pipe")
     with pytest.raises(InvalidInput, match="pipe"):
@@ -187,6 +190,7 @@ UNSAFE = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_unsafe_archives_are_refused_with_nothing_written(tmp_path, case):
     members = UNSAFE[case]
@@ -208,6 +212,7 @@ def test_unsafe_archives_are_refused_with_nothing_written(tmp_path, case):
         pack.pack(archive, str(tmp_path / "out.tar"))
 
 
+@pytest.mark.bad_input
 def test_truncated_archive_leaves_nothing(tree, tmp_path):
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
     data = open(artifact.path, "rb").read()
@@ -225,3 +230,11 @@ def test_unpack_refuses_existing_destination(tree, tmp_path):
     with pytest.raises(ReleaseError, match="already exists"):
         pack.unpack(artifact.path, str(tmp_path / "r1"))
     assert (tmp_path / "r1" / "keep").read_text() == "mine"
+
+
+def test_setuid_and_setgid_bits_are_dropped(tmp_path):
+    member = _member("bin/tool")
+    member.mode = 0o6755
+    archive = _archive(tmp_path / "suid.tar", member)
+    pack.unpack(archive, str(tmp_path / "r1"))
+    assert stat.S_IMODE(os.stat(tmp_path / "r1" / "bin" / "tool").st_mode) == 0o755

@@ -88,18 +88,21 @@ def test_staging_dir_refuses_a_bad_release_name(tree):
     assert not os.path.exists(tree.base_dir)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("base_dir", ["relative/app", "app", "", None, 5])
 def test_base_dir_must_be_absolute(base_dir):
     with pytest.raises(InvalidInput, match="absolute"):
         rel.ReleaseTree(base_dir)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("base_dir", ["/", "//", "/srv/../etc", "/srv/app/.."])
 def test_base_dir_must_be_below_root_without_dot_dot(base_dir):
     with pytest.raises(InvalidInput, match="below /"):
         rel.ReleaseTree(base_dir)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "x/../y", "/abs"])
 def test_bad_release_names_are_invalid_input(tree, name):
     make_release(tree, A)
@@ -339,6 +342,7 @@ def test_carry_out_links_switches_checks_and_cleans_up(tree):
     assert os.path.islink(os.path.join(tree.release_dir(C), "log"))
 
 
+@pytest.mark.fault
 def test_a_failed_check_puts_the_old_release_back_and_removes_nothing(tree):
     for name in (A, B, C):
         make_release(tree, name)

@@ -1,7 +1,8 @@
 """murder.release, murder.rolled_back and the murder.* release functions, through Salt's loader."""
-import importlib.util
+import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -378,17 +379,25 @@ def test_module_takes_a_release_id_that_yaml_made_a_number(modules, states, tmp_
     assert ret.changes == {"current": {"old": "20261126101500", "new": "20261127101500"}}
 
 
-def test_module_is_not_loaded_without_libtorrent(monkeypatch):
-    monkeypatch.setitem(sys.modules, "libtorrent", None)  # makes "import libtorrent" fail
-    spec = importlib.util.spec_from_file_location(
-        "murder_module_without_libtorrent", REPO_ROOT / "_modules" / "murder.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.HAS_LIBTORRENT is False
-    loaded, reason = module.__virtual__()
-    assert loaded is False
-    assert "libtorrent" in reason
+NO_LIBTORRENT = """
+import importlib.util, json, sys
+sys.modules["libtorrent"] = None  # "import libtorrent" fails, as on a minion without it
+spec = importlib.util.spec_from_file_location("murder_module", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps([module.HAS_LIBTORRENT, module.__virtual__()]))
+"""
+
+
+@pytest.mark.bad_input
+def test_module_is_not_loaded_without_libtorrent():
+    # A fresh interpreter: no part of the core (which imports libtorrent) is loaded yet.
+    found = subprocess.run([sys.executable, "-c", NO_LIBTORRENT, str(REPO_ROOT / "_modules" / "murder.py")],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert found.returncode == 0, found.stderr
+    has_libtorrent, (loaded, reason) = json.loads(found.stdout)
+    assert has_libtorrent is False and loaded is False
+    assert "the libtorrent Python bindings are not installed" in reason
 
 
 def test_module_expands_base_dir_for_app_and_minion(modules, minion_opts, tmp_path):

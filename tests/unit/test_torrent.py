@@ -48,6 +48,7 @@ def test_missing_artifact_and_trackers_are_refused(tmp_path, artifact):
         torrent.make_torrent(artifact, [])
 
 
+@pytest.mark.bad_input
 def test_garbage_is_not_a_torrent():
     with pytest.raises(InvalidInput, match="not a valid torrent"):
         torrent.describe(b"d4:spam3:egge")

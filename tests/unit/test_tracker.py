@@ -172,6 +172,7 @@ def test_numwant_and_max_peers_cap(make_tracker):
     assert len(ports(announce(tracker, 7100))) == 3
 
 
+@pytest.mark.bad_input
 def test_unknown_info_hash_gets_failure_reason(tracker):
     reply = announce(tracker, 7001, info_hash=OTHER)
     assert OTHER.hex() in failure(reply)
@@ -200,6 +201,7 @@ def test_unknown_info_hash_gets_failure_reason(tracker):
         "info_hash=%s&info_hash=%s&peer_id=AAAAAAAAAAAAAAAAAAAA&port=7001&left=0",
     ],
 )
+@pytest.mark.bad_input
 def test_garbage_announce_gets_failure_reason_and_tracker_keeps_serving(tracker, query):
     hashed = quote_from_bytes(RELEASE)
     status, body = get(tracker, "/announce?" + query.replace("%s", hashed))
@@ -209,6 +211,7 @@ def test_garbage_announce_gets_failure_reason_and_tracker_keeps_serving(tracker,
     assert b"failure reason" not in announce(tracker, 7002)
 
 
+@pytest.mark.bad_input
 def test_oversized_requests_are_refused_and_tracker_keeps_serving(tracker):
     long_query = "/announce?info_hash=" + "a" * 9000
     status, _ = get(tracker, long_query)
@@ -280,6 +283,7 @@ def test_bad_settings_and_busy_port_are_refused(tracker):
         Tracker(port=tracker.port).start()
 
 
+@pytest.mark.fault
 def test_restart_on_the_same_port(make_tracker):
     tracker = make_tracker()
     tracker.serve(RELEASE)

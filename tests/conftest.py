@@ -1,0 +1,45 @@
+"""The suite's figures on faults and bad input, printed at its end.
+
+Tests marked ``fault`` inject a fault (a minion killed, a disk full, ...) and
+pass when the deploy survives it as it must; tests marked ``bad_input`` try
+one bad input and pass when it is rejected cleanly. Only tests that ran
+count: a skipped or deselected one does not; an error in its set-up counts
+as tried and not passed.
+"""
+import pytest
+
+KINDS = ("fault", "bad_input")
+# nodeid -> (kind, passed) of the marked tests that ran
+_outcomes = {}
+_kinds = {}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for kind in KINDS:
+            if item.get_closest_marker(kind):
+                _kinds[item.nodeid] = kind
+
+
+def pytest_runtest_logreport(report):
+    kind = _kinds.get(report.nodeid)
+    if kind is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        _outcomes[report.nodeid] = (kind, report.passed)
+    elif report.failed and report.nodeid in _outcomes:  # a failed teardown spoils a pass
+        _outcomes[report.nodeid] = (kind, False)
+
+
+def figures():
+    counts = {kind: [0, 0] for kind in KINDS}
+    for kind, passed in _outcomes.values():
+        counts[kind][0] += 1
+        counts[kind][1] += passed
+    (faults, survived), (tried, rejected) = counts["fault"], counts["bad_input"]
+    return f"faults: {faults} injected, {survived} survived; bad inputs: {tried} tried, {rejected} rejected cleanly"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(figures())
