@@ -17,8 +17,8 @@ import os
 import shutil
 import time
 
-from murder_core import config, pack, swarm
-from murder_core.errors import InvalidInput
+from murder_core import config, pack, swarm, torrent as torrent_mod
+from murder_core.errors import InvalidInput, MurderError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,21 @@ def forget_artifacts(base_dir):
     return removed
 
 
+def free_bytes(path):
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space(base_dir, needed):
+    return MurderError(
+        f"No space left on device: {base_dir} has {free_bytes(base_dir)} bytes free, "
+        f"the release needs {needed} for its artifact alone"
+    )
+
+
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           shared_address=False, stall_timeout=30, progress_interval=2.0, on_progress=None,
           upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None):
@@ -76,6 +91,10 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         # On disk, but its artifact is gone: nothing to fetch and nothing to seed.
         return None, _report(False, target, 0.0, 0, 0, 0)
 
+    size = torrent_mod.describe(torrent).size
+    if not already and free_bytes(base_dir) < size:
+        raise _no_space(base_dir, size)
+
     started = time.monotonic()
     peer = None
     try:
@@ -90,11 +109,15 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         if not already:
             peer.verify(sha256)
             pack.unpack(result.path, target)
-    except Exception:
+    except Exception as exc:
         if peer is not None:
             peer.close()
         if not already:
             shutil.rmtree(downloads, ignore_errors=True)
+            # libtorrent does not always say ENOSPC (a short write can surface as a hash
+            # mismatch), so judge by the disk itself once the partial download is gone.
+            if free_bytes(base_dir) < size and not isinstance(exc, InvalidInput):
+                raise _no_space(base_dir, size) from exc
         raise
     report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
                      result.bytes_from_peers, result.hash_failures)

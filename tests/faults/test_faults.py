@@ -64,9 +64,12 @@ def test_minion_killed_mid_download_is_named_and_nothing_is_activated(
     assert finished_releases(app_root, victim.id, "shop") == ["r1"]
 
 
-def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(salt_run_cli, app_root, tmp_path):
+# 6m: the 4 MiB artifact fits, so the disk fills while the release is written out;
+# 2m: it cannot fit, and the minion refuses before downloading a byte.
+@pytest.mark.parametrize("disk", ["6m", "2m"])
+def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(salt_run_cli, app_root, tmp_path, disk):
     full = "fault-b"
-    with tmpfs(os.path.dirname(base(app_root, full, "shop")), "2m"):
+    with tmpfs(os.path.dirname(base(app_root, full, "shop")), disk):
         ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", ORDINARY, "r1", app_root)
         assert ret.returncode == 0, ret.stdout
 
