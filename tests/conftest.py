@@ -6,6 +6,8 @@ one bad input and pass when it is rejected cleanly. Only tests that ran
 count: a skipped or deselected one does not; an error in its set-up counts
 as tried and not passed.
 """
+import shutil
+
 import pytest
 
 KINDS = ("fault", "bad_input")
@@ -43,3 +45,25 @@ def figures():
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(figures())
+
+
+# Shared by the test directories that start a master of their own (their
+# conftest defines ``salt_master``).
+
+
+@pytest.fixture
+def salt_run_cli(salt_master):
+    return salt_master.salt_run_cli(timeout=300)
+
+
+@pytest.fixture
+def salt_cli(salt_master):
+    return salt_master.salt_cli(timeout=120)
+
+
+@pytest.fixture
+def app_root(tmp_path_factory):
+    """A base_dir template under a fresh temporary directory, one tree per minion."""
+    root = tmp_path_factory.mktemp("fleet")
+    yield str(root / "{minion}" / "{app}")
+    shutil.rmtree(root, ignore_errors=True)

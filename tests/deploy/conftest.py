@@ -4,7 +4,6 @@ Everything listens on 127.0.0.1; the minions share that address, so the
 ``murder`` settings say so (``shared_address``) and pin the swarm to loopback.
 """
 import pathlib
-import shutil
 
 import pytest
 
@@ -47,24 +46,6 @@ def salt_minions(salt_master):
     finally:
         for factory in started:
             factory.terminate()
-
-
-@pytest.fixture
-def salt_run_cli(salt_master):
-    return salt_master.salt_run_cli(timeout=300)
-
-
-@pytest.fixture
-def salt_cli(salt_master):
-    return salt_master.salt_cli(timeout=120)
-
-
-@pytest.fixture
-def app_root(tmp_path_factory):
-    """A base_dir template under a fresh temporary directory, one tree per minion."""
-    root = tmp_path_factory.mktemp("fleet")
-    yield str(root / "{minion}" / "{app}")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def make_source(path, version):

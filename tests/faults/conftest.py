@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import os
 import pathlib
-import shutil
 import subprocess
 import time
 
@@ -94,24 +93,6 @@ def start_minion(salt_master):
     yield start
     for factory in started:
         factory.terminate()
-
-
-@pytest.fixture
-def salt_run_cli(salt_master):
-    return salt_master.salt_run_cli(timeout=300)
-
-
-@pytest.fixture
-def salt_cli(salt_master):
-    return salt_master.salt_cli(timeout=120)
-
-
-@pytest.fixture
-def app_root(tmp_path_factory):
-    """A base_dir template under a fresh temporary directory, one tree per minion."""
-    root = tmp_path_factory.mktemp("faults")
-    yield str(root / "{minion}" / "{app}")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def deploy(salt_run_cli, source, app, minions, release, app_root, *extra, timeout=60):
