@@ -122,8 +122,10 @@ class _Member:
             elif isinstance(alert, (lt.file_error_alert, lt.torrent_error_alert)):
                 self.error = alert.message()
                 log.warning("%s: %s", self.info.name, self.error)
-            elif isinstance(alert, (lt.listen_failed_alert,)):
-                self.error = alert.message()
+            elif isinstance(alert, lt.listen_failed_alert):
+                # Not fatal: with a port range libtorrent goes on to the next port,
+                # and a member that listens nowhere still connects out to the others.
+                log.info("%s: %s", self.info.name, alert.message())
 
     def close(self):
         """Stop the session: announce ``stopped`` and close every connection."""

@@ -227,3 +227,17 @@ def test_ordinary_client_joins_the_swarm(make_release, members, tmp_path):
         assert sha256_file(str(tmp_path / "client" / release.info.name)) == release.sha256
     finally:
         client.remove_torrent(handle)
+
+
+def test_peer_takes_the_next_port_when_its_first_is_busy(make_release, members, tmp_path):
+    release = make_release(1 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+    members.append(seeder)
+    # Another member holds the first port of the range, as minions on one host do.
+    taken = seeder.listen_port
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen=f"127.0.0.1:{taken}", port_retries=20,
+                      shared_address=True, stall_timeout=20)
+    members.append(peer)
+    result = peer.download()
+    assert peer.listen_port != taken
+    assert sha256_file(result.path) == release.sha256
