@@ -106,6 +106,7 @@ def run_murder(lab, top, minions, size, timeout, run_id):
     shutil.rmtree(source, ignore_errors=True)
     reports = summary["minions"].values()
     return {"seconds": round(seconds, 3), "distribution_seconds": summary.get("distribution_seconds"),
+            "runner_seconds": summary.get("seconds"),
             "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports),
             "bytes_from_seeder": sum(r["bytes_from_seeder"] for r in reports)}
 

@@ -142,7 +142,9 @@ class Distribution:
 
     def close(self):
         if self.seeder is not None:
-            self.seeder.close()
+            # Our own tracker stops next, so the seeder need not tell it; an
+            # external tracker is told, so it stops handing out this seeder.
+            self.seeder.close(announce_stop=self.tracker is None)
             self.seeder = None
         if self.tracker is not None:
             self.tracker.stop()

@@ -127,10 +127,17 @@ class _Member:
                 # and a member that listens nowhere still connects out to the others.
                 log.info("%s: %s", self.info.name, alert.message())
 
-    def close(self):
-        """Stop the session: announce ``stopped`` and close every connection."""
+    def close(self, announce_stop=True):
+        """Stop the session: announce ``stopped`` and close every connection.
+
+        ``announce_stop=False`` skips the ``stopped`` announce, for a tracker
+        that is about to stop too: while peers are connected, libtorrent waits
+        up to ``stop_tracker_timeout`` (1 s) for that announce.
+        """
         if self._session is None:
             return
+        if not announce_stop:
+            self._session.apply_settings({"stop_tracker_timeout": 0})
         try:
             self._session.remove_torrent(self._handle)
         except RuntimeError:
