@@ -8,7 +8,11 @@ minions twice, timed from the call to the returned answer:
 
 * **murder**: ``salt-run murder.deploy`` (distribution, verification,
   unpack and activation on all N); its ``distribution_seconds`` is the time
-  until the last minion's ``done`` event;
+  until the last minion's ``done`` event, ``runner_seconds`` the runner's own
+  time (without the ``salt-run`` tool's start), ``minion_seconds`` each
+  minion's time from its peer's start to the release unpacked, and
+  ``bytes_from_seeder`` / ``bytes_from_peers`` where the minions' bytes came
+  from (the table shows the seeder's share as copies of the release);
 * **salt-fileserver**: what Salt users do today: ``cp.get_file salt://…`` of
   the archive, then unpack it and switch the ``current`` link with
   ``cmd.run`` on every minion;
@@ -107,6 +111,7 @@ def run_murder(lab, top, minions, size, timeout, run_id):
     reports = summary["minions"].values()
     return {"seconds": round(seconds, 3), "distribution_seconds": summary.get("distribution_seconds"),
             "runner_seconds": summary.get("seconds"),
+            "minion_seconds": sorted(r["seconds"] for r in reports),
             "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports),
             "bytes_from_seeder": sum(r["bytes_from_seeder"] for r in reports)}
 
@@ -195,11 +200,16 @@ def plot(results, path):
 def table(results):
     bound = results["bound_seconds"]
     lines = [f"{results['size_bytes'] // 2**20} MiB, {results['link_mbit']} Mbit/s links, bound {bound:.2f} s",
-             f"{'method':<16} {'hosts':>5} {'seconds':>8} {'x bound':>8} {'distribution s':>15} {'cpu busy':>9}"]
+             f"{'method':<16} {'hosts':>5} {'seconds':>8} {'x bound':>8} {'distribution s':>15} "
+             f"{'per minion s':>13} {'seeder copies':>14} {'cpu busy':>9}"]
     for run in results["runs"]:
         dist = run.get("distribution_seconds")
+        each = run.get("minion_seconds") or []
+        spread = f"{each[0]:.1f}-{each[-1]:.1f}" if each else ""
+        copies = f"{run['bytes_from_seeder'] / results['size_bytes']:.2f}" if "bytes_from_seeder" in run else ""
         lines.append(f"{run['method']:<16} {run['hosts']:>5} {run['seconds']:>8.2f} {run['seconds'] / bound:>8.2f} "
-                     f"{'' if dist is None else f'{dist:.2f}':>15} {run.get('cpu_busy', 0):>9.2f}")
+                     f"{'' if dist is None else f'{dist:.2f}':>15} {spread:>13} {copies:>14} "
+                     f"{run.get('cpu_busy', 0):>9.2f}")
     return "\n".join(lines)
 
 
