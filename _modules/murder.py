@@ -18,7 +18,7 @@ import time
 
 from murder_core import config
 from murder_core.errors import InvalidInput, MurderError
-from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, check_failure
+from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -79,21 +79,6 @@ def _release_name(value):
     return value
 
 
-def _health_check(check_cmd, check_timeout):
-    """The check the core runs after a switch: ``check_cmd`` as ``cmd.run`` runs it, in the release."""
-
-    def check(release_dir):
-        try:
-            result = __salt__["cmd.run_all"](
-                check_cmd, cwd=release_dir, timeout=check_timeout, python_shell=True
-            )
-        except CommandExecutionError as exc:
-            return f"check_cmd {check_cmd!r} could not run: {exc}"
-        return check_failure(check_cmd, check_timeout, result)
-
-    return check
-
-
 # The release layout.
 
 
@@ -151,7 +136,9 @@ def activate(
             raise InvalidInput("murder.activate needs a release")
         tree = _tree(base_dir, app)
         plan = tree.plan_activation(release, shared=shared, keep=keep)
-        check = _health_check(check_cmd, check_timeout) if check_cmd else None
+        check = None
+        if check_cmd:
+            check = command_check(__salt__["cmd.run_all"], check_cmd, check_timeout, errors=(CommandExecutionError,))
         done = tree.carry_out(plan, check=check)
     if done.check_failed:
         back = f"{done.old} is current again" if done.old else "current was removed again"

@@ -11,12 +11,11 @@ highstate is a later step: today the release is deployed to the minions first
 (the swarm, or any copy into the staging convention of
 :func:`murder_core.release.staging_dir`), then the state makes it current.
 """
-import functools
 import logging
 
 from murder_core import config
 from murder_core.errors import MurderError
-from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, check_failure
+from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -90,13 +89,11 @@ def mod_run_check_cmd(check_cmd, cwd, check_timeout=None):
     Salt leaves the check to ``release`` (as it does for ``file.managed``)
     instead of running it a second time in its own way.
     """
-    try:
-        result = __salt__["cmd.run_all"](
-            check_cmd, cwd=cwd, timeout=check_timeout, python_shell=True
-        )
-    except CommandExecutionError as exc:
-        return f"check_cmd {check_cmd!r} could not run: {exc}"
-    return check_failure(check_cmd, check_timeout, result)
+    return _check(check_cmd, check_timeout)(cwd)
+
+
+def _check(check_cmd, check_timeout):
+    return command_check(__salt__["cmd.run_all"], check_cmd, check_timeout, errors=(CommandExecutionError,))
 
 
 def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout=DEFAULT_CHECK_TIMEOUT):
@@ -183,7 +180,7 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     check = None
     if check_cmd:
         # Called with the release directory, once current points at it.
-        check = functools.partial(mod_run_check_cmd, check_cmd, check_timeout=check_timeout)
+        check = _check(check_cmd, check_timeout)
     try:
         done = tree.carry_out(plan, check=check)
     except MurderError as exc:

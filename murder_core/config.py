@@ -10,6 +10,10 @@ import re
 
 from murder_core.errors import InvalidInput
 
+# Prefix of a directory being written beside its final place (a release being
+# unpacked into releases/): ".staging-<name>-<random>". Never a finished release.
+STAGING_PREFIX = ".staging-"
+
 # Event tags. ``{deploy_id}`` and ``{minion}`` are filled in by the sender.
 TAG_DEPLOY_REQUEST = "murder/deploy/request"
 TAG_DEPLOY_START = "murder/deploy/{deploy_id}/start"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import zstandard
 
+from murder_core.config import STAGING_PREFIX
 from murder_core.errors import InvalidInput, MurderError, ReleaseError, UnsafeArchive
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ ZSTD_LEVEL = 3
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
-STAGING_PREFIX = ".staging-"
 _CHUNK = 1 << 20
 
 

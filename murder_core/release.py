@@ -45,7 +45,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 
-from murder_core.config import check_release_name
+from murder_core.config import STAGING_PREFIX, check_release_name
 from murder_core.errors import InvalidInput, ReleaseError
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 RELEASES = "releases"
 SHARED = "shared"
 CURRENT = "current"
-# Prefix of a release being written, inside releases/: ".staging-<release>-<random>".
-STAGING_PREFIX = ".staging-"
 # Prefix of a release being removed, inside releases/: ".removing-<release>-<random>".
 REMOVING_PREFIX = ".removing-"
 # Prefix of the new symlink made beside current before it is renamed over it.
@@ -493,6 +491,25 @@ def check_failure(check_cmd, check_timeout, result):
         return f"check_cmd {check_cmd!r} timed out after {check_timeout}s"
     last_line = output.splitlines()[-1][:300] if output else "no output"
     return f"check_cmd {check_cmd!r} exited {result.get('retcode')}: {last_line}"
+
+
+def command_check(run, check_cmd, check_timeout, errors=()):
+    """Return a health check for :meth:`ReleaseTree.carry_out` that runs ``check_cmd``.
+
+    ``run`` runs the command as Salt's ``cmd.run_all`` does (same arguments,
+    same result); the check runs it in the release directory and returns
+    :func:`check_failure`'s verdict. An exception of one of ``errors`` means
+    the command could not run at all, which fails the check too.
+    """
+
+    def check(release_dir):
+        try:
+            result = run(check_cmd, cwd=release_dir, timeout=check_timeout, python_shell=True)
+        except errors as exc:
+            return f"check_cmd {check_cmd!r} could not run: {exc}"
+        return check_failure(check_cmd, check_timeout, result)
+
+    return check
 
 
 def staging_dir(base_dir, release):

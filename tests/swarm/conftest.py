@@ -31,8 +31,8 @@ class Release:
 
 @pytest.fixture
 def make_release(tmp_path, tracker):
-    def make(size, piece_size=256 * 1024):
-        return Release(str(tmp_path / "master"), size, tracker, piece_size)
+    def make(size, piece_size=256 * 1024, served_by=None):
+        return Release(str(tmp_path / "master"), size, served_by or tracker, piece_size)
 
     return make
 

@@ -243,26 +243,29 @@ def test_peer_takes_the_next_port_when_its_first_is_busy(make_release, members, 
     assert sha256_file(result.path) == release.sha256
 
 
-def test_seeder_closes_without_stopped_announce_only_when_asked(make_release, members, tmp_path, tracker):
-    release = make_release(1 * MiB)
-    key = release.info.tracker_keys[0]
-    quiet = swarm.Seeder(release.torrent, release.path, **LOCAL)
-    told = swarm.Seeder(release.torrent, release.path, **LOCAL)
-    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, **LOCAL)
-    members.extend([quiet, told, peer])
-    peer.download()  # the seeders close with a peer connected, as at the end of a deploy
-    deadline = time.monotonic() + 30
-    while tracker.swarm(key)["complete"] < 3:
-        assert time.monotonic() < deadline, f"the tracker never saw all three members: {tracker.swarm(key)}"
-        time.sleep(0.1)
-    told.close()
-    # With a peer connected, libtorrent sends "stopped" about a second late.
-    while tracker.swarm(key)["complete"] > 2:
-        assert time.monotonic() < deadline, "the seeder closed normally never announced stopped"
-        time.sleep(0.1)
-    quiet.close(announce_stop=False)  # what a deploy does when its own tracker stops next
-    # Watch for longer than that delay: the quiet seeder stays on the tracker's books.
-    watch_until = time.monotonic() + 3
-    while time.monotonic() < watch_until:
-        assert tracker.swarm(key)["complete"] == 2, "the seeder announced stopped although told not to"
-        time.sleep(0.1)
+def test_seeder_closes_without_stopped_announce_only_when_asked(make_release, members, tmp_path):
+    # A tracker that forgets nobody on its own: only a "stopped" announce takes a member off.
+    with Tracker(host="127.0.0.1", port=0, interval=1, peer_ttl=600) as tracker:
+        release = make_release(1 * MiB, served_by=tracker)
+        key = release.info.tracker_keys[0]
+        quiet = swarm.Seeder(release.torrent, release.path, **LOCAL)
+        told = swarm.Seeder(release.torrent, release.path, **LOCAL)
+        peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, **LOCAL)
+        members.extend([quiet, told, peer])
+        peer.download()  # the seeders close with a peer connected, as at the end of a deploy
+        deadline = time.monotonic() + 30
+        while tracker.swarm(key)["complete"] < 3:
+            assert time.monotonic() < deadline, f"the tracker never saw all three members: {tracker.swarm(key)}"
+            time.sleep(0.1)
+        told.close()
+        # With a peer connected, libtorrent sends "stopped" about a second late.
+        while tracker.swarm(key)["complete"] > 2:
+            assert time.monotonic() < deadline, "the seeder closed normally never announced stopped"
+            time.sleep(0.1)
+        quiet.close(announce_stop=False)  # what a deploy does when its own tracker stops next
+        # Watch for longer than that delay: the quiet seeder stays on the tracker's books.
+        watch_until = time.monotonic() + 3
+        while time.monotonic() < watch_until:
+            assert tracker.swarm(key)["complete"] == 2, "the seeder announced stopped although told not to"
+            time.sleep(0.1)
+        peer.close()

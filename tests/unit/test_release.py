@@ -483,3 +483,22 @@ def test_current_is_never_missing_nor_half_written_during_switches(tree):
     assert len(seen["targets"]) > 1  # the reader really ran during the switches
     assert tree.current() == names[200 % len(names)]
     assert sorted(os.listdir(tree.base_dir)) == ["current", "releases"]
+
+
+def test_command_check_runs_in_the_release_and_reports_what_could_not_run(tmp_path):
+    calls = []
+
+    def run(cmd, cwd, timeout, python_shell):
+        calls.append((cmd, cwd, timeout, python_shell))
+        return {"retcode": 3, "stdout": "", "stderr": "down\n"}
+
+    assert rel.command_check(run, "probe", 5)(str(tmp_path)) == "check_cmd 'probe' exited 3: down"
+    assert calls == [("probe", str(tmp_path), 5, True)]
+
+    def cannot(*args, **kwargs):
+        raise LookupError("no shell")
+
+    assert rel.command_check(cannot, "probe", 5, errors=(LookupError,))(str(tmp_path)) == (
+        "check_cmd 'probe' could not run: no shell")
+    with pytest.raises(LookupError):  # anything else is a bug, not a failed check
+        rel.command_check(cannot, "probe", 5)(str(tmp_path))
