@@ -33,9 +33,13 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
     runs = {(run["method"], run["hosts"]): run for run in data["runs"]}
     assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (1, 3)}
-    for (method, _), run in runs.items():
+    for (method, hosts), run in runs.items():
         assert run["seconds"] > 0
         assert (run.get("distribution_seconds") or 0) > 0 if method == "murder" else "distribution_seconds" not in run
+        if method == "murder":
+            # Every minion's own time, and every byte it received, from the seeder or from peers.
+            assert len(run["minion_seconds"]) == hosts and all(s > 0 for s in run["minion_seconds"])
+            assert run["bytes_from_seeder"] + run["bytes_from_peers"] >= hosts * 4 * 2**20
     assert picture.stat().st_size > 1000 and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "murder" in answer.stdout and "bound" in answer.stdout
 
