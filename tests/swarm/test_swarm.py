@@ -243,6 +243,19 @@ def test_peer_takes_the_next_port_when_its_first_is_busy(make_release, members, 
     assert sha256_file(result.path) == release.sha256
 
 
+def test_a_listen_address_that_cannot_be_bound_is_not_fatal(make_release, members, tmp_path):
+    release = make_release(1 * MiB)
+    members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: binding it fails locally and
+    # libtorrent reports listen_failed_alert, as for a port another member holds.
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen="127.0.0.1:0,192.0.2.1:0",
+                      shared_address=True, stall_timeout=20)
+    members.append(peer)
+    result = peer.download()
+    assert peer.error is None
+    assert sha256_file(result.path) == release.sha256
+
+
 def test_seeder_closes_without_stopped_announce_only_when_asked(make_release, members, tmp_path):
     # A tracker that forgets nobody on its own: only a "stopped" announce takes a member off.
     with Tracker(host="127.0.0.1", port=0, interval=1, peer_ttl=600) as tracker:
