@@ -235,6 +235,16 @@ def _settings():
     return settings
 
 
+def _stripe_members(kwargs, settings):
+    # The reactor targets the deploy's exact minion list, which Salt hands to
+    # the job as __pub_tgt: each peer finds its stripe without a longer event.
+    # Called any other way (a glob, salt-call), the peer has no stripe.
+    if not settings["piece_stripes"] or kwargs.get("__pub_tgt_type") != "list":
+        return ()
+    members = kwargs.get("__pub_tgt")
+    return [str(m) for m in members] if isinstance(members, (list, tuple)) else ()
+
+
 def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sha256=None, seeders=None,
          timeout=None, stall_timeout=None, linger=None, **kwargs):
     """
@@ -297,6 +307,7 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
                 download_rate_limit=int(settings["download_rate_limit"]),
                 deadline=started + timeout,
                 libtorrent=settings["libtorrent"],
+                minion=minion, minions=_stripe_members(kwargs, settings),
             )
     except (SaltInvocationError, CommandExecutionError) as exc:
         _fire(tags["failed"], dict(report, error=str(exc), seconds=round(time.monotonic() - started, 3)))

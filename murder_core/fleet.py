@@ -20,6 +20,7 @@ class MinionState:
     changed: bool = False
     comment: str = ""
     activated: bool = False
+    stripe: list = None  # [index, count] of the pieces this peer fetched first
 
     @property
     def finished(self):
@@ -48,6 +49,8 @@ class Fleet:
             state.changed = bool(data.get("changed", True))
             state.bytes_done = state.size = int(data.get("size", state.size))
             state.comment = data.get("comment") or "release unpacked"
+            stripe = data.get("stripe")
+            state.stripe = list(stripe) if isinstance(stripe, (list, tuple)) else None
         elif kind == "failed":
             state.state = FAILED
             state.seconds = float(data.get("seconds", 0.0))
@@ -104,6 +107,7 @@ class Fleet:
                 "bytes_from_peers": state.bytes_from_peers,
                 "bytes_from_seeder": state.bytes_from_seeder,
                 "hash_failures": state.hash_failures,
+                "stripe": state.stripe,
                 "changed": state.changed,
                 "activated": state.activated,
                 "comment": state.comment,

@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 
-from murder_core import config, pack, swarm, torrent as torrent_mod
+from murder_core import config, pack, policy, swarm, torrent as torrent_mod
 from murder_core.errors import InvalidInput, MurderError
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,15 @@ def _no_space(base_dir, needed):
 
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           shared_address=False, stall_timeout=30, progress_interval=2.0, on_progress=None,
-          upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None):
+          upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=()):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
     close it) and ``report`` a dict: ``changed``, ``path``, ``seconds``,
-    ``bytes_from_seeder``, ``bytes_from_peers``, ``hash_failures``.
+    ``bytes_from_seeder``, ``bytes_from_peers``, ``hash_failures``, ``stripe``.
+    ``minion`` and ``minions`` (every peer of the deploy) give this peer its
+    stripe of pieces to fetch first (``policy.stripe``); ``stripe`` in the
+    report is ``[index, count]`` or None.
     On failure the partial artifact and any staging directory are removed
     and the error is raised; an existing release is never touched.
     """
@@ -89,12 +92,14 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     already = os.path.isdir(target)
     if already and not os.path.isdir(downloads):
         # On disk, but its artifact is gone: nothing to fetch and nothing to seed.
-        return None, _report(False, target, 0.0, 0, 0, 0)
+        return None, _report(False, target, 0.0, 0, 0, 0, None)
 
-    size = torrent_mod.describe(torrent).size
+    info = torrent_mod.describe(torrent)
+    size = info.size
     if not already and free_bytes(base_dir) < size:
         raise _no_space(base_dir, size)
 
+    stripe = policy.stripe(minion, minions, info.num_pieces)
     started = time.monotonic()
     peer = None
     try:
@@ -102,7 +107,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
             torrent, downloads, listen=listen, shared_address=shared_address, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
             stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
-            libtorrent=libtorrent,
+            libtorrent=libtorrent, stripe=stripe,
         )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)
@@ -120,11 +125,11 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
                 raise _no_space(base_dir, size) from exc
         raise
     report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
-                     result.bytes_from_peers, result.hash_failures)
+                     result.bytes_from_peers, result.hash_failures, stripe)
     return peer, report
 
 
-def _report(changed, path, seconds, from_seeder, from_peers, hash_failures):
+def _report(changed, path, seconds, from_seeder, from_peers, hash_failures, stripe):
     return {
         "changed": changed,
         "path": path,
@@ -132,6 +137,7 @@ def _report(changed, path, seconds, from_seeder, from_peers, hash_failures):
         "bytes_from_seeder": from_seeder,
         "bytes_from_peers": from_peers,
         "hash_failures": hash_failures,
+        "stripe": list(stripe) if stripe else None,
     }
 
 

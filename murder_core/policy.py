@@ -87,3 +87,41 @@ class SeederCounter:
     @property
     def total(self):
         return self._banked + sum(self._current.values())
+
+
+# Piece priorities below libtorrent's default (4). At 1-3 its picker orders by
+# availability first, so a rarer piece always comes first and, among pieces
+# equally rare, a peer's own stripe comes before the others. From 4 up it
+# halves availability, and the top priority (7) ignores it: the peer would
+# take from the seeder what other peers already hold.
+FIRST = 3
+NORMAL = 1
+
+
+def stripe(member, members, num_pieces):
+    """Return ``(index, count)``: which share of the pieces ``member`` fetches first.
+
+    ``members`` are every peer of the deploy. Sorted, they split the pieces
+    into ``count`` interleaved stripes (piece ``p`` is in stripe ``p % count``);
+    with more peers than pieces, several peers share a stripe. ``None`` when
+    ``member`` is not among them.
+    """
+    ordered = sorted(set(members))
+    if member not in ordered or num_pieces < 1:
+        return None
+    count = min(len(ordered), num_pieces)
+    return ordered.index(member) % count, count
+
+
+def stripe_priorities(num_pieces, index, count):
+    """Piece priorities that put stripe ``index`` of ``count`` first.
+
+    Every peer would otherwise pick at random among the pieces only the
+    seeder has, and two peers often fetched the same piece from it. With
+    each peer's own stripe first among equally rare pieces, the seeder's
+    link carries each piece about once and peers take the rest from each
+    other (docs/datacenter.md).
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"stripe {index} of {count} does not exist")
+    return [FIRST if piece % count == index else NORMAL for piece in range(num_pieces)]

@@ -181,7 +181,8 @@ class Peer(_Member):
 
     def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0", shared_address=False,
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
-                 stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None):
+                 stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None,
+                 stripe=None):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             torrent, save_dir, listen=listen, seeder=False, shared_address=shared_address,
@@ -192,6 +193,10 @@ class Peer(_Member):
         self._on_progress = on_progress
         self._throttle = policy.Throttle(float(progress_interval))
         self._from_seeder = policy.SeederCounter()
+        if stripe is not None:
+            # (index, count) from policy.stripe: fetch that share of the pieces first.
+            num_pieces = self._handle.torrent_file().num_pieces()
+            self._handle.prioritize_pieces(policy.stripe_priorities(num_pieces, *stripe))
 
     def _count_sources(self):
         for peer in self._handle.get_peer_info():

@@ -39,6 +39,9 @@ def deploy(salt_run_cli, *args):
 
 def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_root, tmp_path):
     source = make_source(tmp_path / "v1", 1)
+    # More pieces (1 MiB each) than minions, so each minion has a stripe of its own.
+    with open(os.path.join(source, "blob"), "wb") as handle:
+        handle.write(os.urandom(3 * 1024 * 1024))
     ret = deploy(salt_run_cli, f"source={source}", "app=shop", "tgt=murder-m*", "release=r1",
                  f"base_dir={app_root}", "timeout=120")
     assert ret.returncode == 0, ret.stdout + ret.stderr
@@ -51,6 +54,7 @@ def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_ro
         report = summary["minions"][minion]
         assert report["result"] is True and report["activated"] is True, report
         assert report["bytes_from_peers"] + report["bytes_from_seeder"] > 0
+        assert report["stripe"] == [sorted(MINIONS).index(minion), len(MINIONS)]
         root = base(app_root, minion, "shop")
         assert tree(os.path.join(root, "releases", "r1")) == expected
         assert os.readlink(os.path.join(root, "current")) == "releases/r1"

@@ -195,6 +195,23 @@ def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, t
     assert first.linger(3) == "linger limit"
 
 
+def test_a_peer_fetches_its_stripe_of_pieces_first(make_release, members, tmp_path):
+    release = make_release(4 * MiB)  # 16 pieces of 256 KiB
+    # A slow seeder, so the order in which pieces arrive can be watched.
+    members.append(swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **LOCAL))
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, stripe=(1, 4), **LOCAL)
+    members.append(peer)
+    arrived = []
+    deadline = time.monotonic() + 30
+    while len(arrived) < 4 and time.monotonic() < deadline:
+        pieces = peer.status().pieces
+        arrived += [index for index, have in enumerate(pieces) if have and index not in arrived]
+        time.sleep(0.02)
+    assert sorted(arrived[:4]) == [1, 5, 9, 13], arrived
+    result = peer.download()
+    assert sha256_file(result.path) == release.sha256
+
+
 def test_download_cap_applies_to_private_addresses(make_release, members, tmp_path):
     release = make_release(3 * MiB)
     members.append(swarm.Seeder(release.torrent, release.path, **LOCAL))

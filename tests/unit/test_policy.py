@@ -1,4 +1,6 @@
 """The swarm's policies, one by one (pure logic, a fake clock)."""
+import pytest
+
 from murder_core import policy
 
 
@@ -46,3 +48,30 @@ def test_seeder_counter_banks_bytes_across_reconnects():
     counter.update("other-seeder", 50)
     counter.update("seeder", 20)  # a new connection started from zero
     assert counter.total == 300 + 20 + 50
+
+
+def test_stripes_give_every_member_its_own_share_of_the_pieces():
+    members = ["m3", "m1", "m2", "m1"]
+    stripes = {m: policy.stripe(m, members, 10) for m in ("m1", "m2", "m3")}
+    assert stripes == {"m1": (0, 3), "m2": (1, 3), "m3": (2, 3)}
+    first = {m: [p for p, prio in enumerate(policy.stripe_priorities(10, *s)) if prio == policy.FIRST]
+             for m, s in stripes.items()}
+    assert first == {"m1": [0, 3, 6, 9], "m2": [1, 4, 7], "m3": [2, 5, 8]}
+    assert set(policy.stripe_priorities(10, 0, 3)) == {policy.FIRST, policy.NORMAL}
+
+
+def test_more_members_than_pieces_share_stripes():
+    members = [f"m{i:02d}" for i in range(7)]
+    assert [policy.stripe(m, members, 3) for m in members] == [(0, 3), (1, 3), (2, 3), (0, 3), (1, 3), (2, 3), (0, 3)]
+
+
+def test_no_stripe_for_a_member_outside_the_deploy():
+    assert policy.stripe("m9", ["m1", "m2"], 10) is None
+    assert policy.stripe("m1", [], 10) is None
+    assert policy.stripe(None, ["m1"], 10) is None
+
+
+def test_a_stripe_that_does_not_exist_is_refused():
+    for index, count in ((3, 3), (-1, 3), (0, 0)):
+        with pytest.raises(ValueError, match="does not exist"):
+            policy.stripe_priorities(10, index, count)
