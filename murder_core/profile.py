@@ -43,10 +43,9 @@ whole_pieces_threshold         0        A peer that could fetch a piece from a m
                                         pieces its stripe did not hold and other peers
                                         were fetching too. 0 picks piece by piece.
 initial_picker_threshold       0        The first 4 pieces were picked at random, before
-                               peers    the stripe's priorities applied.
-allowed_fast_set_size          0        A choked peer may still fetch the seeder's "allowed
-                               seeder   fast" pieces (BEP 6): random pieces, the same few
-                                        for peers on one address, outside every stripe.
+                               peers    the stripe's priorities applied. (The BEP 6
+                                        "allowed fast" pieces, random too, stay off as
+                                        high_performance_seed sets them.)
 send_buffer_watermark          3 MiB    Keep the socket full at LAN speed; 16 MiB on the
                                         seeder measured no faster.
 disable_hash_checks            True     The seeder serves the file the master hashed into
@@ -135,7 +134,6 @@ def settings(listen, *, seeder=False, shared_address=False, upload_rate_limit=0,
         "send_buffer_watermark": 3 * 1024 * 1024,
         "whole_pieces_threshold": 20 if seeder else 0,
         "initial_picker_threshold": 4 if seeder else 0,
-        "allowed_fast_set_size": 0 if seeder else 5,
         "disable_hash_checks": bool(seeder),
         "peer_timeout": 20,
         "inactivity_timeout": 20,
