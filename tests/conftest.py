@@ -6,7 +6,9 @@ one bad input and pass when it is rejected cleanly. Only tests that ran
 count: a skipped or deselected one does not; an error in its set-up counts
 as tried and not passed.
 """
+import pathlib
 import shutil
+import tempfile
 
 import pytest
 
@@ -45,6 +47,20 @@ def figures():
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(figures())
+
+
+@pytest.fixture(scope="session")
+def salt_factories_default_root_dir():
+    """A root of this session's own for salt-factories.
+
+    Its default root is the system temp dir, where the launch scripts it
+    writes once (``/tmp/scripts``) name the site-packages of whichever
+    checkout wrote them first: a second checkout's tests would then run the
+    first one's Salt. A short path keeps unix socket names within limits.
+    """
+    root = pathlib.Path(tempfile.mkdtemp(prefix="murder-sf-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 # Shared by the test directories that start a master of their own (their

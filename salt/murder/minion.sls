@@ -2,7 +2,8 @@
     libtorrent's bindings and zstandard from PyPI, and the murder core
     (murder_core/) from the master's file server (file_roots holds the checkout).
     Then run: salt '*' saltutil.sync_all -#}
-{%- set site_packages = salt['file.dirname'](grains['saltpath']) %}
+{#- pillar murder:site_packages puts the core elsewhere (a Python path of Salt's own). -#}
+{%- set site_packages = salt['pillar.get']('murder:site_packages') or salt['file.dirname'](grains['saltpath']) %}
 
 murder-python-dependencies:
   pip.installed:
