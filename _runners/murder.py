@@ -163,7 +163,7 @@ def _failed_peer_job(ret, deploy_id):
     return ret.get("id"), "failed", {"error": f"murder.peer failed: {why}"}
 
 
-def _follow(event, deploy_id, hosts, deadline):
+def _follow(event, deploy_id, hosts, deadline, silence):
     last_line = 0.0
     while not hosts.all_finished():
         now = time.monotonic()
@@ -174,8 +174,10 @@ def _follow(event, deploy_id, hosts, deadline):
         found = _peer_event(event, deploy_id)
         if found:
             minion, kind, payload = found
-            if hosts.record(minion, kind, payload) and kind == "failed":
+            if hosts.record(minion, kind, payload, now=time.monotonic()) and kind == "failed":
                 _progress(f"{minion} failed: {hosts.minions[minion].comment}")
+        for minion in hosts.fail_silent(time.monotonic(), silence):
+            _progress(f"{minion} failed: {hosts.minions[minion].comment}")
         if time.monotonic() - last_line >= PROGRESS_SECONDS:
             _progress(hosts.progress_line())
             last_line = time.monotonic()
@@ -253,7 +255,8 @@ def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_
     timeout = settings["timeout"] if timeout is None else timeout
     try:
         distribution.check_deploy_arguments(
-            app=app, release=release, base_dir=base_dir, keep=keep, timeout=timeout, min_success=min_success
+            app=app, release=release, base_dir=base_dir, keep=keep, timeout=timeout, min_success=min_success,
+            silence_timeout=settings["silence_timeout"],
         )
         if not os.path.exists(source):
             raise InvalidInput(f"release source {source} does not exist on the master")
@@ -291,7 +294,8 @@ def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, k
                 event.fire_event({"deploy_id": deploy_id, "app": app, "release": release, "tgt": tgt,
                                   "tgt_type": tgt_type, "minions": expected, "peer": peer},
                                  config.TAG_DEPLOY_START.format(deploy_id=deploy_id))
-                _follow(event, deploy_id, hosts, started + timeout)
+                hosts.expect_word(time.monotonic())
+                _follow(event, deploy_id, hosts, started + timeout, float(settings["silence_timeout"]))
                 summary["distribution_seconds"] = round(time.monotonic() - started, 3)
                 succeeded = hosts.succeeded()
                 if activate and len(succeeded) >= needed:

@@ -53,6 +53,9 @@ DEFAULTS = {
     "timeout": 600,
     # Least seconds between two progress events from one peer.
     "progress_interval": 2.0,
+    # The runner fails a minion it has not heard from for this long (its peer
+    # reports every progress_interval, also while verifying and unpacking).
+    "silence_timeout": 60,
     # Several peers share one address (the demo and tests on 127.0.0.1).
     "shared_address": False,
     # The seeder hands each peer pieces no other peer has yet (BitTorrent

@@ -153,14 +153,20 @@ class Distribution:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def check_deploy_arguments(*, app, release, base_dir, keep, timeout, min_success):
+def _seconds(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise InvalidInput(f"{name} must be a number of seconds > 0, got {value!r}")
+
+
+def check_deploy_arguments(*, app, release, base_dir, keep, timeout, min_success,
+                           silence_timeout=config.DEFAULTS["silence_timeout"]):
     """Validate a deploy's arguments before any work; raise InvalidInput."""
     config.check_app_name(app)
     config.check_release_name(release)
     config.expand_base_dir(base_dir, app, "minion-id")
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise InvalidInput(f"keep must be a whole number >= 1, got {keep!r}")
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise InvalidInput(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    _seconds("timeout", timeout)
+    _seconds("silence_timeout", silence_timeout)
     if min_success is not None and (not isinstance(min_success, int) or min_success < 1):
         raise InvalidInput(f"min_success must be a whole number >= 1, got {min_success!r}")

@@ -21,6 +21,7 @@ class MinionState:
     comment: str = ""
     activated: bool = False
     stripe: list = None  # [index, count] of the pieces this peer fetched first
+    heard: float = None  # clock reading of its last event (or of the deploy's start event)
 
     @property
     def finished(self):
@@ -33,11 +34,18 @@ class Fleet:
     def __init__(self, expected):
         self.minions = {minion: MinionState() for minion in sorted(expected)}
 
-    def record(self, minion, kind, data):
+    def expect_word(self, now):
+        """Start the silence clock of every minion: the deploy's start event went out at ``now``."""
+        for state in self.minions.values():
+            state.heard = now
+
+    def record(self, minion, kind, data, now=None):
         """Apply one peer event (``kind`` is progress, done or failed); unknown minions are ignored."""
         state = self.minions.get(minion)
         if state is None or state.finished:
             return False
+        if now is not None:
+            state.heard = now
         for key in ("bytes_done", "size", "bytes_from_peers", "bytes_from_seeder", "hash_failures"):
             if isinstance(data.get(key), int):
                 setattr(state, key, data[key])
@@ -66,6 +74,23 @@ class Fleet:
             self.minions[minion].state = TIMED_OUT
             self.minions[minion].comment = reason
         return late
+
+    def fail_silent(self, now, limit):
+        """Fail every unfinished minion not heard from for ``limit`` seconds; return their names.
+
+        A live peer reports at least every ``progress_interval`` seconds, also
+        while it verifies and unpacks, so a long silence means the minion is
+        down or its job died, and waiting for the deadline would only delay
+        the verdict.
+        """
+        silent = [m for m, s in self.minions.items()
+                  if not s.finished and s.heard is not None and now - s.heard >= limit]
+        for minion in silent:
+            state = self.minions[minion]
+            state.state = FAILED
+            state.comment = (f"no word from the minion for {limit:g} s: it is down, "
+                             "or its murder.peer job did not start or died")
+        return silent
 
     def unfinished(self):
         return [m for m, s in self.minions.items() if not s.finished]

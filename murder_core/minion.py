@@ -112,8 +112,9 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)
         if not already:
-            peer.verify(sha256)
-            pack.unpack(result.path, target)
+            # Keep reporting while verifying and unpacking: the runner fails a silent minion.
+            peer.verify(sha256, on_chunk=peer.heartbeat)
+            pack.unpack(result.path, target, on_member=peer.heartbeat)
     except Exception as exc:
         if peer is not None:
             peer.close()

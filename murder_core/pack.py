@@ -50,12 +50,14 @@ class Artifact:
     sha256: str
 
 
-def sha256_file(path):
-    """Return the hex SHA-256 of a file."""
+def sha256_file(path, on_chunk=None):
+    """Return the hex SHA-256 of a file; ``on_chunk()`` is called after every MiB."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
+            if on_chunk:
+                on_chunk()
     return digest.hexdigest()
 
 
@@ -216,6 +218,14 @@ def _keep_mode(member, dest):
     return checked
 
 
+def _announcing(on_member):
+    def keep_mode(member, dest):
+        on_member()
+        return _keep_mode(member, dest)
+
+    return keep_mode
+
+
 def check_archive(path):
     """Raise :class:`UnsafeArchive` for the first member that unpacking would refuse."""
     with open(path, "rb") as handle:
@@ -234,12 +244,13 @@ def staging_dir_for(dest):
     return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=parent)
 
 
-def unpack(artifact, dest):
+def unpack(artifact, dest, on_member=None):
     """Unpack ``artifact`` into the directory ``dest``, which must not exist yet.
 
     Members are written into a staging directory beside ``dest`` which is
     renamed to ``dest`` only when the whole archive was written; on any
     failure the staging directory is removed and ``dest`` does not appear.
+    ``on_member()`` is called before each member is written.
     """
     dest = os.path.abspath(dest)
     if os.path.lexists(dest):
@@ -249,7 +260,7 @@ def unpack(artifact, dest):
         with open(artifact, "rb") as handle:
             with tarfile.open(fileobj=_open_stream(handle), mode="r|") as tar:
                 tar.errorlevel = 2
-                tar.extractall(staging, filter=_keep_mode)
+                tar.extractall(staging, filter=_keep_mode if on_member is None else _announcing(on_member))
         # mkdtemp made the staging directory 0700; the release root gets the usual mode.
         os.chmod(staging, 0o755)
         os.rename(staging, dest)

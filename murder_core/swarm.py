@@ -217,6 +217,10 @@ class Peer(_Member):
             hash_failures=self.hash_failures,
         )
 
+    def heartbeat(self):
+        """Report progress if ``progress_interval`` has passed: for the work after the download."""
+        self._report(time.monotonic())
+
     def _report(self, now, force=False):
         if self._on_progress and self._throttle.ready(now, force):
             try:
@@ -284,9 +288,9 @@ class Peer(_Member):
                 raise MurderError(f"libtorrent did not write {self.path} within {FLUSH_SECONDS} s")
             self._drain_alerts(int(TICK_SECONDS * 1000))
 
-    def verify(self, sha256):
+    def verify(self, sha256, on_chunk=None):
         """Raise :class:`VerifyError` unless the artifact's SHA-256 is ``sha256``."""
-        actual = sha256_file(self.path)
+        actual = sha256_file(self.path, on_chunk)
         if actual != sha256:
             raise VerifyError(f"{self.path} has SHA-256 {actual}, the deploy announced {sha256}")
 

@@ -143,8 +143,10 @@ def test_minion_down_is_named_and_nothing_is_activated(salt_master, salt_run_cli
     assert ret.returncode != 0
     summary = ret.data
     assert summary["result"] is False
-    assert summary["minions"]["murder-down"]["state"] == "timed out"
-    assert "murder-down" in ret.stdout
+    # Named once it has been silent for silence_timeout (15 s), before the 25 s deadline.
+    assert summary["minions"]["murder-down"]["state"] == "failed", summary["minions"]["murder-down"]
+    assert "no word from the minion for 15 s" in summary["minions"]["murder-down"]["comment"]
+    assert "murder-down failed: no word" in ret.stdout + ret.stderr
     for minion in MINIONS:
         report = summary["minions"][minion]
         assert report["state"] == "done" and report["activated"] is False

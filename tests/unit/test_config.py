@@ -45,7 +45,8 @@ def test_option_prefers_call_then_config_then_default():
 @pytest.mark.parametrize(
     "changes,message",
     [({"keep": 0}, "keep"), ({"timeout": -1}, "timeout"), ({"min_success": 0}, "min_success"),
-     ({"base_dir": "relative"}, "base_dir"), ({"release": "a b"}, "release")],
+     ({"base_dir": "relative"}, "base_dir"), ({"release": "a b"}, "release"),
+     ({"silence_timeout": 0}, "silence_timeout"), ({"silence_timeout": "soon"}, "silence_timeout")],
 )
 @pytest.mark.bad_input
 def test_deploy_arguments_are_checked(changes, message):

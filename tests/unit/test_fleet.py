@@ -43,3 +43,21 @@ def test_hash_failures_reach_the_deploy_report():
     hosts.record("m1", "progress", {"bytes_done": 5, "size": 10, "hash_failures": 1})
     hosts.record("m1", "done", {"size": 10, "hash_failures": 3})
     assert hosts.report(activate=False)["m1"]["hash_failures"] == 3
+
+
+def test_a_minion_not_heard_from_for_the_silence_limit_fails():
+    hosts = fleet.Fleet(["m1", "m2", "m3"])
+    assert hosts.fail_silent(1000.0, 10) == []  # before the start event nobody is expected to speak
+    hosts.expect_word(100.0)
+    hosts.record("m1", "progress", {"bytes_done": 5, "size": 10}, now=105.0)
+    hosts.record("m2", "done", {"size": 10}, now=106.0)
+    assert hosts.fail_silent(109.9, 10) == []
+    assert hosts.fail_silent(110.0, 10) == ["m3"]  # never spoke since the start event
+    hosts.record("m1", "progress", {"bytes_done": 8, "size": 10}, now=112.0)
+    assert hosts.fail_silent(121.0, 10) == []
+    assert hosts.fail_silent(122.0, 10) == ["m1"]
+    report = hosts.report(activate=False)
+    assert report["m1"]["state"] == report["m3"]["state"] == fleet.FAILED
+    assert "no word from the minion for 10 s" in report["m3"]["comment"]
+    assert report["m2"]["state"] == fleet.DONE and report["m2"]["result"] is True
+    assert hosts.fail_silent(1000.0, 10) == []  # finished minions are never failed again

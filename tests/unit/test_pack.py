@@ -87,6 +87,20 @@ def test_excludes_are_configurable(tree, tmp_path):
     assert ".git" in names and "data.bin" not in names and "conf" not in names
 
 
+def test_unpack_and_hashing_report_as_they_go(tree, tmp_path):
+    """What the minion's heartbeat hangs on while it verifies and unpacks."""
+    artifact = pack.pack(str(tree), str(tmp_path / "app.tar"), compression="none")
+    calls = []
+    pack.unpack(artifact.path, str(tmp_path / "dest"), on_member=lambda: calls.append("member"))
+    with tarfile.open(artifact.path) as tar:
+        assert len(calls) == len(tar.getmembers()) > 3
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
+    chunks = []
+    assert pack.sha256_file(str(big), on_chunk=lambda: chunks.append(1)) == pack.sha256_file(str(big))
+    assert len(chunks) == 4
+
+
 def test_uncompressed_artifact_round_trips(tree, tmp_path):
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar"), compression="none")
     with open(artifact.path, "rb") as handle:
