@@ -197,17 +197,24 @@ def test_linger_limit_ends_seeding_when_a_peer_is_stuck(make_release, members, t
 
 def test_a_peer_fetches_its_stripe_of_pieces_first(make_release, members, tmp_path):
     release = make_release(4 * MiB)  # 16 pieces of 256 KiB
-    # A slow seeder, so the order in which pieces arrive can be watched.
-    members.append(swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **LOCAL))
-    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, stripe=(1, 4), **LOCAL)
+    # A slow seeder, so the order in which pieces arrive can be watched, and one
+    # connection between the two (a second one would fetch other pieces alongside).
+    one = dict(LOCAL, shared_address=False)
+    members.append(swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **one))
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, stripe=(1, 4), **one)
     members.append(peer)
     arrived = []
     deadline = time.monotonic() + 30
-    while len(arrived) < 4 and time.monotonic() < deadline:
+    while len(arrived) < 3 and time.monotonic() < deadline:
         pieces = peer.status().pieces
         arrived += [index for index, have in enumerate(pieces) if have and index not in arrived]
         time.sleep(0.02)
-    assert sorted(arrived[:4]) == [1, 5, 9, 13], arrived
+    # The first requests go to the stripe (1, 5, 9, 13). Only the first three
+    # arrivals are certain: the stripe's last piece was seen to trail others that
+    # were already partly in (libtorrent prefers finishing partial pieces).
+    # By chance alone all three would be in the stripe 1 time in 140.
+    assert set(arrived[:3]) <= {1, 5, 9, 13}, arrived
+    assert len(peer._handle.get_peer_info()) == 1
     result = peer.download()
     assert sha256_file(result.path) == release.sha256
 
