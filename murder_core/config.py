@@ -61,8 +61,8 @@ DEFAULTS = {
     # The seeder hands each peer pieces no other peer has yet (BitTorrent
     # super-seeding), so its link carries each piece about once.
     "super_seeding": False,
-    # Each peer of a deploy fetches its own share of the pieces first, so the
-    # seeder sends each piece about once (docs/datacenter.md).
+    # Each peer of a deploy fetches its own share of the pieces first, so
+    # fewer pieces leave the seeder twice (docs/datacenter.md).
     "piece_stripes": True,
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,

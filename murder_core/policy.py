@@ -118,9 +118,9 @@ def stripe_priorities(num_pieces, index, count):
 
     Every peer would otherwise pick at random among the pieces only the
     seeder has, and two peers often fetched the same piece from it. With
-    each peer's own stripe first among equally rare pieces, the seeder's
-    link carries each piece about once and peers take the rest from each
-    other (docs/datacenter.md).
+    each peer's own stripe first among equally rare pieces, fewer pieces
+    leave the seeder twice and peers take more from each other (at N=2 to
+    8, 1.1-1.5 seeder copies instead of 1.4-1.9; docs/datacenter.md).
     """
     if not 0 <= index < count:
         raise ValueError(f"stripe {index} of {count} does not exist")

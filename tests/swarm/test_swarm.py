@@ -214,7 +214,7 @@ def test_a_peer_fetches_its_stripe_of_pieces_first(make_release, members, tmp_pa
     # were already partly in (libtorrent prefers finishing partial pieces).
     # By chance alone all three would be in the stripe 1 time in 140.
     assert set(arrived[:3]) <= {1, 5, 9, 13}, arrived
-    assert len(peer._handle.get_peer_info()) == 1
+    assert peer.status().num_peers == 1
     result = peer.download()
     assert sha256_file(result.path) == release.sha256
 
