@@ -256,7 +256,8 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
     ``murder/peer/<deploy_id>/<minion>/done`` (or ``…/failed``), then keep
     seeding until the swarm is complete or ``linger`` seconds pass. Progress
     goes to the master as ``…/progress`` events, at most one every
-    ``progress_interval`` seconds. Nothing is activated here.
+    ``progress_interval`` seconds: the larger of this minion's setting and
+    the deploy's floor for its fleet size. Nothing is activated here.
 
     deploy_id, app, release
         Names of the deploy; ``release`` is the directory under ``releases/``.
@@ -301,7 +302,8 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
                 listen=f"{settings['peer_address']}:{first}", port_retries=max(last - first, 0),
                 shared_address=bool(settings["shared_address"]),
                 stall_timeout=float(stall_timeout or settings["stall_timeout"]),
-                progress_interval=float(kwargs.get("progress_interval") or settings["progress_interval"]),
+                # The deploy's floor for its fleet size (policy.fleet_progress_interval), or this minion's own.
+                progress_interval=max(float(kwargs.get("progress_interval") or 0), float(settings["progress_interval"])),
                 on_progress=lambda p: _fire(tags["progress"], dict(report, **p.as_dict())),
                 upload_rate_limit=int(settings["upload_rate_limit"]),
                 download_rate_limit=int(settings["download_rate_limit"]),

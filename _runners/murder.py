@@ -23,7 +23,7 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, distribution, fleet
+    from murder_core import config, distribution, fleet, policy
     from murder_core.errors import InvalidInput, MurderError
 
     HAS_CORE = True
@@ -287,15 +287,18 @@ def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, k
             ) as dist:
                 summary["info_hash"] = dist.info.info_hash
                 summary["size"] = dist.artifact.size
+                interval = policy.fleet_progress_interval(len(expected))
                 peer = dict(dist.peer_arguments(), deploy_id=deploy_id, app=app, release=release,
-                            base_dir=base_dir, timeout=timeout)
+                            base_dir=base_dir, timeout=timeout, progress_interval=interval)
                 _progress(f"deploy {deploy_id}: {app} {release} ({dist.artifact.size} bytes) to "
                           f"{len(expected)} minions, seeder {dist.seeder_endpoint}")
                 event.fire_event({"deploy_id": deploy_id, "app": app, "release": release, "tgt": tgt,
                                   "tgt_type": tgt_type, "minions": expected, "peer": peer},
                                  config.TAG_DEPLOY_START.format(deploy_id=deploy_id))
                 hosts.expect_word(time.monotonic())
-                _follow(event, deploy_id, hosts, started + timeout, float(settings["silence_timeout"]))
+                slowest = max(interval, float(settings["progress_interval"]))
+                _follow(event, deploy_id, hosts, started + timeout,
+                        policy.silence_limit(settings["silence_timeout"], slowest))
                 summary["distribution_seconds"] = round(time.monotonic() - started, 3)
                 succeeded = hosts.succeeded()
                 if activate and len(succeeded) >= needed:

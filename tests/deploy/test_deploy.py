@@ -125,6 +125,10 @@ def test_event_triggered_deploy(salt_master, salt_run_cli, app_root, tmp_path, e
     assert events.found_all_events, "no murder/deploy/*/complete event"
     complete = next(iter(events.matches)).data
     assert complete["release"] == "r7" and complete["result"] is True
+    start = event_listener.get_events([(salt_master.id, f"murder/deploy/{complete['deploy_id']}/start")],
+                                      after_time=started)
+    # The deploy's floor for the peers' progress events, from its fleet size.
+    assert [e.data["peer"]["progress_interval"] for e in start] == [len(MINIONS) / 200]
     for minion in MINIONS:
         assert os.readlink(os.path.join(base(app_root, minion, "evented"), "current")) == "releases/r7"
 

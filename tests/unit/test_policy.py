@@ -75,3 +75,14 @@ def test_a_stripe_that_does_not_exist_is_refused():
     for index, count in ((3, 3), (-1, 3), (0, 0)):
         with pytest.raises(ValueError, match="does not exist"):
             policy.stripe_priorities(10, index, count)
+
+
+def test_progress_events_of_a_large_fleet_stay_within_the_cap():
+    assert policy.fleet_progress_interval(3) < 2.0  # small fleets keep their configured interval
+    assert policy.fleet_progress_interval(10_000) == 50.0
+    assert 10_000 / policy.fleet_progress_interval(10_000) == policy.MAX_PROGRESS_EVENTS_PER_SECOND
+
+
+def test_silence_limit_allows_three_missed_reports():
+    assert policy.silence_limit(60, 2.0) == 60.0
+    assert policy.silence_limit(60, 50.0) == 150.0
