@@ -37,13 +37,15 @@ suggest_mode                   off      Piece suggestions from the seeder's read
                                         On loopback the peer always waited for its disk
                                         writes, never for requests (bench/swarm.py).
 whole_pieces_threshold         0        A peer that could fetch a piece from a member within
-                               peers    20 s (libtorrent's default) asked it for runs of
+                                        20 s (libtorrent's default) asked it for runs of
                                         up to 8 MiB of neighbouring pieces, whatever their
                                         rarity or priority, so it took from the seeder
                                         pieces its stripe did not hold and other peers
-                                        were fetching too. 0 picks piece by piece.
+                                        were fetching too. 0 picks piece by piece. (Both
+                                        only matter to a downloading peer; the seeder
+                                        never picks.)
 initial_picker_threshold       0        The first 4 pieces were picked at random, before
-                               peers    the stripe's priorities applied. (The BEP 6
+                                        the stripe's priorities applied. (The BEP 6
                                         "allowed fast" pieces, random too, stay off as
                                         high_performance_seed sets them.)
 send_buffer_watermark          3 MiB    Keep the socket full at LAN speed; 16 MiB on the
@@ -132,8 +134,8 @@ def settings(listen, *, seeder=False, shared_address=False, upload_rate_limit=0,
         "request_queue_time": 1,
         "suggest_mode": int(lt.suggest_mode_t.no_piece_suggestions),
         "send_buffer_watermark": 3 * 1024 * 1024,
-        "whole_pieces_threshold": 20 if seeder else 0,
-        "initial_picker_threshold": 4 if seeder else 0,
+        "whole_pieces_threshold": 0,
+        "initial_picker_threshold": 0,
         "disable_hash_checks": bool(seeder),
         "peer_timeout": 20,
         "inactivity_timeout": 20,
