@@ -49,6 +49,24 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(figures())
 
 
+def pytest_unconfigure():
+    """Drop the log records Salt holds back for a logging set-up that never comes.
+
+    Importing Salt installs a deferred handler that queues every record until
+    Salt's own logging is configured, which a test process never does. At exit
+    it writes them to the stderr that pytest has closed by then, as pages of
+    "Logging error" after the summary. pytest's own handler has seen them all.
+    """
+    try:
+        from salt._logging import impl
+    except ImportError:
+        return
+    handler = impl.get_temp_handler()
+    if handler is not None:
+        handler.sync_with_handlers(())
+        impl.shutdown_temp_handler()
+
+
 @pytest.fixture(scope="session")
 def salt_factories_default_root_dir():
     """A root of this session's own for salt-factories.
