@@ -18,6 +18,7 @@ import yaml
 from murder_core.saltext import master_snippet
 
 BIN = pathlib.Path(sys.executable).parent
+CONSOLE = "console"  # a daemon's stdout and stderr, in its root directory
 
 
 def _daemon_settings(root):
@@ -71,7 +72,7 @@ class Lab:
         settings.update(self.master_extra)
         self.master_conf = _write(root / "conf", "master", settings)
         self.master_netns = netns
-        self._spawn([BIN / "salt-master", "-c", self.master_conf, "-l", "quiet"], netns)
+        self._spawn([BIN / "salt-master", "-c", self.master_conf, "-l", "quiet"], netns, root)
         return self.master_conf
 
     def start_minion(self, minion_id, netns=None, murder=None):
@@ -81,11 +82,15 @@ class Lab:
                          "publish_port": self.publish_port, "module_dirs": master_snippet()["module_dirs"],
                          "murder": dict(self.murder_minion, **(murder or {}))})
         conf = _write(root / "conf", "minion", settings)
-        self._spawn([BIN / "salt-minion", "-c", conf, "-l", "quiet"], netns)
+        self._spawn([BIN / "salt-minion", "-c", conf, "-l", "quiet"], netns, root)
         self.minion_ids.append(minion_id)
 
-    def _spawn(self, argv, netns):
-        self._processes.append(subprocess.Popen(_netns(netns) + [str(a) for a in argv]))
+    def _spawn(self, argv, netns, root):
+        # Salt's daemons print start-up chatter and asyncio shutdown warnings even
+        # at "-l quiet"; they go to a file next to the daemon's log, not over the demo.
+        with open(root / CONSOLE, "ab") as console:
+            self._processes.append(subprocess.Popen(_netns(netns) + [str(a) for a in argv],
+                                                    stdout=console, stderr=subprocess.STDOUT))
 
     def command(self, tool, *args):
         """argv of a Salt CLI tool (salt, salt-run) run against this master, in its namespace."""
@@ -109,7 +114,8 @@ class Lab:
             if answered >= wanted:
                 return
             time.sleep(1)  # the daemons give no readiness signal to wait on; this is a poll with a deadline
-        raise RuntimeError(f"minions did not answer within {timeout} s: {sorted(wanted - answered)}")
+        raise RuntimeError(f"minions did not answer within {timeout} s: {sorted(wanted - answered)} "
+                           f"(their output: {self.top}/<id>/{CONSOLE} and {self.top}/<id>/log)")
 
     def stop(self):
         for process in self._processes:
