@@ -1,7 +1,7 @@
 """Murder on a minion: the swarm peer and the release layout (activate, rollback, list).
 
 Each function is a thin layer over :mod:`murder_core`: it resolves its
-arguments with :func:`_tree` and :func:`_release_name`, calls the core inside
+arguments with :func:`_tree` and :func:`murder_core.config.release_name`, calls the core inside
 :func:`_salt_errors`, which turns the core's
 :class:`~murder_core.errors.InvalidInput` into ``SaltInvocationError`` and any
 other :class:`~murder_core.errors.MurderError` into ``CommandExecutionError``
@@ -16,10 +16,17 @@ import contextlib
 import logging
 import time
 
-from murder_core import config
-from murder_core.errors import InvalidInput, MurderError
-from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    from murder_core import config
+    from murder_core.errors import InvalidInput, MurderError
+    from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
+
+    HAS_CORE, CORE_ERROR = True, ""
+except ImportError as exc:  # the package is not installed in Salt's Python
+    HAS_CORE, CORE_ERROR = False, str(exc)
+    DEFAULT_CHECK_TIMEOUT = 30
 
 try:
     import libtorrent  # noqa: F401 pylint: disable=unused-import
@@ -38,6 +45,12 @@ __virtualname__ = "murder"
 
 
 def __virtual__():
+    if not HAS_CORE:
+        return (
+            False,
+            "The murder execution module cannot be loaded: the murder-salt package is not "
+            f"installed in Salt's Python (salt '*' state.apply murder.minion): {CORE_ERROR}",
+        )
     if not HAS_LIBTORRENT:
         return (
             False,
@@ -70,13 +83,6 @@ def _tree(base_dir=None, app=None):
     config.check_app_name(app)
     template = config.option("base_dir", base_dir, __opts__)
     return ReleaseTree(config.expand_base_dir(template, app, __opts__["id"]))
-
-
-def _release_name(value):
-    """A release id given as ``20261126101500`` on the CLI arrives as a number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
 
 
 # The release layout.
@@ -130,26 +136,20 @@ def activate(
     Returns ``{"old": ..., "new": ..., "shared": [linked], "removed": [removed], "comment": ...}``;
     ``old`` equals ``new`` when the release already was current.
     """
-    release = _release_name(release)
+    release = config.release_name(release)
     with _salt_errors():
         if release is None:
             raise InvalidInput("murder.activate needs a release")
+        config.check_command(check_cmd)
         tree = _tree(base_dir, app)
         plan = tree.plan_activation(release, shared=shared, keep=keep)
         check = None
         if check_cmd:
             check = command_check(__salt__["cmd.run_all"], check_cmd, check_timeout, errors=(CommandExecutionError,))
         done = tree.carry_out(plan, check=check)
+    comment = done.summary(tree.base_dir, checked=check is not None)
     if done.check_failed:
-        back = f"{done.old} is current again" if done.old else "current was removed again"
-        raise CommandExecutionError(
-            f"release {release} failed its health check and was rolled back ({back}): "
-            f"{done.check_failed}"
-        )
-    if done.switches:
-        comment = f"release {release} is now current in {tree.base_dir} (was: {done.old})"
-    else:
-        comment = f"release {release} is already current in {tree.base_dir}"
+        raise CommandExecutionError(comment)
     return {
         "old": done.old,
         "new": done.current,
@@ -184,7 +184,7 @@ def rollback(base_dir=None, release=None, app=None):
     Returns ``{"old": ..., "new": ...}``.
     """
     with _salt_errors():
-        old, new = _tree(base_dir, app).rollback(to=_release_name(release))
+        old, new = _tree(base_dir, app).rollback(to=config.release_name(release))
     return {"old": old, "new": new}
 
 
@@ -300,7 +300,6 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
                 torrent=torrent, sha256=sha256, base_dir=base, release=release,
                 seeders=minion_core.parse_endpoints(seeders),
                 listen=f"{settings['peer_address']}:{first}", port_retries=max(last - first, 0),
-                shared_address=bool(settings["shared_address"]),
                 stall_timeout=float(stall_timeout or settings["stall_timeout"]),
                 # The deploy's floor for its fleet size (policy.fleet_progress_interval), or this minion's own.
                 progress_interval=max(float(kwargs.get("progress_interval") or 0), float(settings["progress_interval"])),

@@ -23,7 +23,7 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, distribution, fleet, policy
+    from murder_core import config, distribution, fleet, policy, request
     from murder_core.errors import InvalidInput, MurderError
 
     HAS_CORE = True
@@ -35,6 +35,9 @@ except ImportError as exc:  # libtorrent or the core is not installed on this ma
 log = logging.getLogger(__name__)
 
 __virtualname__ = "murder"
+
+ROLLBACK_ARGUMENTS = ("app", "tgt", "tgt_type", "base_dir", "release", "timeout")
+STATUS_ARGUMENTS = ("deploy_id",)
 
 # Keep at most this many finished deploys for murder.status.
 STATUS_KEEP = 50
@@ -206,8 +209,7 @@ def _activate(hosts, minions, kwargs, timeout):
 
 
 @_reported
-def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_dir=None, activate=True,
-           keep=None, timeout=None, min_success=None, shared=None, check_cmd=None, check_timeout=None):
+def deploy(*args, **kwargs):
     """
     Deploy a release to every targeted minion through the swarm.
 
@@ -215,7 +217,11 @@ def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_
     ``murder/deploy/<deploy_id>/start`` (the reactor runs ``murder.peer`` on
     the target), follows the peers' events with a deadline and, once enough
     minions hold the release, activates it on them. ``salt-run`` exits
-    non-zero unless every targeted minion succeeded.
+    non-zero unless every targeted minion succeeded. An argument this
+    function does not take fails the call before anything is packed; a
+    deploy that cannot start is recorded (``murder.status``) with its error.
+    The arguments, by name or in this order by position, are
+    ``murder_core.request.DEPLOY_ARGUMENTS``:
 
     source
         Directory, file, or ``.tar``/``.tar.gz``/``.tar.zst`` on the master.
@@ -224,10 +230,13 @@ def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_
     tgt, tgt_type
         Minions to deploy to, as for ``salt``.
     release
-        Release id; default: the UTC time, ``20261126T101500Z``.
+        Release id; default: the UTC time, ``20261126T101500Z``. One name
+        means one content: a minion that holds this release with other
+        content fails.
     base_dir
         Where the app lives on each minion; ``{app}`` and ``{minion}`` are
-        expanded there. Default ``/srv/{app}``.
+        expanded there. Default: each minion's own ``murder: base_dir``
+        setting, else ``/srv/{app}``.
     activate
         Switch ``current`` once distribution succeeded (default True).
     keep
@@ -237,7 +246,8 @@ def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_
     min_success
         Minions that must succeed before anything is activated (default: all).
     shared, check_cmd, check_timeout
-        Passed to ``murder.activate`` (shared entries, health check).
+        Passed to ``murder.activate`` (shared entries, health check; the
+        check is a shell command, as a string).
 
     CLI Example:
 
@@ -247,53 +257,72 @@ def deploy(source=None, app=None, tgt=None, tgt_type="glob", release=None, base_
         salt-run murder.deploy source=/srv/builds/myapp.tar.gz app=myapp tgt=G@role:web tgt_type=compound release=v42
     """
     settings = _settings()
-    if not source or not app or not tgt:
-        raise SaltInvocationError("murder.deploy needs source, app and tgt")
-    release = release or distribution.new_release_id()
-    base_dir = base_dir or settings["base_dir"]
-    keep = settings["keep"] if keep is None else keep
-    timeout = settings["timeout"] if timeout is None else timeout
+    arguments = dict(zip(request.DEPLOY_ARGUMENTS, args), **kwargs)
+    with contextlib.ExitStack() as held:
+        try:
+            try:
+                if len(args) > len(request.DEPLOY_ARGUMENTS):
+                    raise InvalidInput(f"murder.deploy takes at most {len(request.DEPLOY_ARGUMENTS)} positional "
+                                       f"arguments ({', '.join(request.DEPLOY_ARGUMENTS)}), got {len(args)}")
+                asked = request.DeployRequest.from_arguments(arguments, settings, distribution.new_release_id)
+                if not os.path.exists(asked.source):
+                    raise InvalidInput(f"release source {asked.source} does not exist on the master")
+            except InvalidInput as exc:
+                raise SaltInvocationError(str(exc)) from exc
+            expected = _expected_minions(asked.tgt, asked.tgt_type)
+            held.enter_context(_app_lock(asked.app))
+        except (SaltInvocationError, CommandExecutionError) as exc:
+            _record_refused(arguments, exc)
+            raise
+        return _deploy(settings, asked, expected)
+
+
+def _record_refused(arguments, exc):
+    """Record a deploy that could not start, so ``murder.status`` (and a CI job) sees why."""
+    app, release = arguments.get("app"), config.release_name(arguments.get("release"))
     try:
-        distribution.check_deploy_arguments(
-            app=app, release=release, base_dir=base_dir, keep=keep, timeout=timeout, min_success=min_success,
-            silence_timeout=settings["silence_timeout"],
-        )
-        if not os.path.exists(source):
-            raise InvalidInput(f"release source {source} does not exist on the master")
-    except InvalidInput as exc:
-        raise SaltInvocationError(str(exc)) from exc
-    expected = _expected_minions(tgt, tgt_type)
-    needed = min(min_success or len(expected), len(expected))
+        config.check_app_name(app)
+    except InvalidInput:
+        app = "unknown"
+    try:
+        config.check_release_name(release)
+    except InvalidInput:
+        release = distribution.new_release_id()
+    deploy_id = distribution.new_deploy_id(app, release)
+    summary = {"deploy_id": deploy_id, "app": app, "release": release, "state": "refused", "result": False,
+               "changed": False, "started": time.time(), "seconds": 0.0, "minions": {}, "error": str(exc)}
+    _save_status(deploy_id, summary)
+    with salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=False) as event:
+        event.fire_event(summary, config.TAG_DEPLOY_COMPLETE.format(deploy_id=deploy_id))
 
-    with _app_lock(app):
-        return _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, keep, timeout,
-                       needed, expected, {"shared": shared, "check_cmd": check_cmd, "check_timeout": check_timeout})
 
-
-def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, keep, timeout, needed, expected,
-            activation_options):
+def _deploy(settings, asked, expected):
+    app, release, timeout, activate = asked.app, asked.release, asked.timeout, asked.activate
+    needed = min(asked.min_success or len(expected), len(expected))
     deploy_id = distribution.new_deploy_id(app, release)
     started = time.monotonic()
     hosts = fleet.Fleet(expected)
-    summary = {"deploy_id": deploy_id, "app": app, "release": release, "tgt": tgt, "tgt_type": tgt_type,
+    summary = {"deploy_id": deploy_id, "app": app, "release": release, "tgt": asked.tgt, "tgt_type": asked.tgt_type,
                "started": time.time(), "state": "distributing", "minions": {}}
     _save_status(deploy_id, summary)
     address = settings.get("seeder_address") or distribution.default_address(__opts__.get("interface"))
     with salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=True) as event:
         try:
             with distribution.Distribution(
-                source=source, app=app, release=release,
+                source=asked.source, app=app, release=release,
                 workdir=os.path.join(_state_dir("work"), deploy_id), address=address, settings=settings,
             ) as dist:
                 summary["info_hash"] = dist.info.info_hash
                 summary["size"] = dist.artifact.size
                 interval = policy.fleet_progress_interval(len(expected))
                 peer = dict(dist.peer_arguments(), deploy_id=deploy_id, app=app, release=release,
-                            base_dir=base_dir, timeout=timeout, progress_interval=interval)
+                            timeout=timeout, progress_interval=interval)
+                if asked.base_dir is not None:
+                    peer["base_dir"] = asked.base_dir
                 _progress(f"deploy {deploy_id}: {app} {release} ({dist.artifact.size} bytes) to "
                           f"{len(expected)} minions, seeder {dist.seeder_endpoint}")
-                event.fire_event({"deploy_id": deploy_id, "app": app, "release": release, "tgt": tgt,
-                                  "tgt_type": tgt_type, "minions": expected, "peer": peer},
+                event.fire_event({"deploy_id": deploy_id, "app": app, "release": release, "tgt": asked.tgt,
+                                  "tgt_type": asked.tgt_type, "minions": expected, "peer": peer},
                                  config.TAG_DEPLOY_START.format(deploy_id=deploy_id))
                 hosts.expect_word(time.monotonic())
                 slowest = max(interval, float(settings["progress_interval"]))
@@ -304,9 +333,7 @@ def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, k
                 if activate and len(succeeded) >= needed:
                     summary["state"] = "activating"
                     _save_status(deploy_id, dict(summary, minions=hosts.report(activate)))
-                    options = {k: v for k, v in activation_options.items() if v is not None}
-                    _activate(hosts, succeeded, dict(options, base_dir=base_dir, app=app, release=release,
-                                                     keep=keep), timeout)
+                    _activate(hosts, succeeded, asked.activation(), timeout)
                 elif activate:
                     reason = (f"not activated: {len(succeeded)} of {len(expected)} minions have the release, "
                               f"{needed} needed")
@@ -331,9 +358,19 @@ def _deploy(settings, source, app, tgt, tgt_type, release, base_dir, activate, k
 
 
 @_reported
-def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, timeout=60):
+def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, timeout=60, **kwargs):
     """
     Point ``current`` back to the previous (or the named) release on every targeted minion.
+
+    app, tgt, tgt_type
+        The application, and the minions to roll back, as for ``salt``.
+    base_dir
+        Where the app lives on each minion; default: each minion's own
+        ``murder: base_dir`` setting, else ``/srv/{app}``.
+    release
+        The release to go back to; default: the one before ``current``.
+    timeout
+        Seconds to wait for the minions' answers (default 60).
 
     CLI Example:
 
@@ -342,18 +379,22 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
         salt-run murder.rollback app=myapp tgt='web*'
         salt-run murder.rollback app=myapp tgt='web*' release=20261126T101500Z
     """
-    if not app or not tgt:
-        raise SaltInvocationError("murder.rollback needs app and tgt")
-    base_dir = base_dir or _settings()["base_dir"]
+    release = config.release_name(release)
     try:
+        request.check_names("murder.rollback", kwargs, ROLLBACK_ARGUMENTS)
+        if not app or not tgt:
+            raise InvalidInput("murder.rollback needs app and tgt")
         config.check_app_name(app)
-        config.expand_base_dir(base_dir, app, "minion-id")
+        if base_dir is not None:
+            config.expand_base_dir(base_dir, app, "minion-id")
         if release is not None:
             config.check_release_name(release)
     except InvalidInput as exc:
         raise SaltInvocationError(str(exc)) from exc
     expected = _expected_minions(tgt, tgt_type)
-    kwarg = {"base_dir": base_dir, "app": app}
+    kwarg = {"app": app}
+    if base_dir is not None:
+        kwarg["base_dir"] = base_dir
     if release:
         kwarg["release"] = release
     client = salt.client.get_local_client(mopts=__opts__)
@@ -373,9 +414,12 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
 
 
 @_reported
-def status(deploy_id=None):
+def status(deploy_id=None, **kwargs):
     """
     Show deploys in progress and recent ones, with each minion's state.
+
+    deploy_id
+        One deploy, in full; without it, a line for each recent deploy.
 
     CLI Example:
 
@@ -384,6 +428,10 @@ def status(deploy_id=None):
         salt-run murder.status
         salt-run murder.status deploy_id=myapp-20261126T101500Z-3f9a1c
     """
+    try:
+        request.check_names("murder.status", kwargs, STATUS_ARGUMENTS)
+    except InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
     directory = _state_dir("deploys")
     if deploy_id is not None:
         path = os.path.join(directory, f"{os.path.basename(str(deploy_id))}.json")

@@ -13,10 +13,17 @@ highstate is a later step: today the release is deployed to the minions first
 """
 import logging
 
-from murder_core import config
-from murder_core.errors import MurderError
-from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 from salt.exceptions import CommandExecutionError
+
+try:
+    from murder_core import config
+    from murder_core.errors import MurderError
+    from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
+
+    HAS_CORE, CORE_ERROR = True, ""
+except ImportError as exc:  # the package is not installed in Salt's Python
+    HAS_CORE, CORE_ERROR = False, str(exc)
+    DEFAULT_CHECK_TIMEOUT = 30
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +31,9 @@ __virtualname__ = "murder"
 
 
 def __virtual__():
+    if not HAS_CORE:
+        return (False, f"the murder states need the murder-salt package in Salt's Python: {CORE_ERROR}")
     return __virtualname__
-
-
-def _release_name(value):
-    """A release id written unquoted in YAML (``20261126101500``) arrives as a number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _changes(activation):
-    """The state's changes: current's old and new release, shared entries linked, releases removed."""
-    changes = {}
-    if activation.switches:
-        changes["current"] = {"old": activation.old, "new": activation.current}
-    if activation.shared:
-        changes["shared"] = activation.shared
-    if activation.removed:
-        changes["removed"] = activation.removed
-    return changes
 
 
 def _changes_after_error(tree, plan):
@@ -53,25 +43,6 @@ def _changes_after_error(tree, plan):
     except MurderError:
         return {}
     return {"current": {"old": plan.old, "new": now}} if now != plan.old else {}
-
-
-def _summary(activation, name, would=False, checked=False):
-    """One comment line out of an activation, planned (``would``) or done."""
-    release = activation.release
-    if not activation.switches:
-        notes = [f"Release {release} is already current in {name}"]
-    elif would:
-        notes = [f"Release {release} would become current in {name} (now: {activation.old})"]
-    else:
-        notes = [f"Release {release} is now current in {name} (was: {activation.old})"]
-        if checked:
-            notes.append("health check passed")
-    link, remove = ("would link", "would remove") if would else ("linked", "removed")
-    if activation.shared:
-        notes.append(f"{link} shared {', '.join(activation.shared)}")
-    if activation.removed:
-        notes.append(f"{remove} releases {', '.join(activation.removed)}")
-    return "; ".join(notes)
 
 
 def _failed(ret, exc, changed=False):
@@ -151,8 +122,9 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     The check runs only when ``current`` switched.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
-    release = _release_name(release)
+    release = config.release_name(release)
     try:
+        config.check_command(check_cmd)
         tree = ReleaseTree(name)
         keep = config.option("keep", keep, __opts__)
         tree.current()  # a current that is not a symlink to a release fails first
@@ -167,14 +139,14 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     except MurderError as exc:
         return _failed(ret, exc)
 
-    ret["changes"] = _changes(plan)
+    ret["changes"] = plan.changes()
     if not plan.changes_anything:
         ret["result"] = True
-        ret["comment"] = f"Release {release} is already current in {name}"
+        ret["comment"] = plan.summary(name)
         return ret
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = _summary(plan, name, would=True)
+        ret["comment"] = plan.summary(name, would=True)
         return ret
 
     check = None
@@ -186,16 +158,9 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     except MurderError as exc:
         ret["changes"] = _changes_after_error(tree, plan)
         return _failed(ret, exc, changed=bool(ret["changes"]))
-    ret["changes"] = _changes(done)
-    if done.check_failed:
-        back = f"{done.old} is current again" if done.old else "current was removed again"
-        ret["comment"] = (
-            f"Release {release} failed its health check and was rolled back ({back}): "
-            f"{done.check_failed}"
-        )
-        return ret
-    ret["result"] = True
-    ret["comment"] = _summary(done, name, checked=check is not None)
+    ret["changes"] = done.changes()
+    ret["comment"] = done.summary(name, checked=check is not None)
+    ret["result"] = not done.check_failed
     return ret
 
 
@@ -222,7 +187,7 @@ def rolled_back(name, release=None):
     Changes are ``{"current": {"old": ..., "new": ...}}``.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
-    release = _release_name(release)
+    release = config.release_name(release)
     try:
         tree = ReleaseTree(name)
         if release is not None:

@@ -37,6 +37,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in the checkout, not the package
 
 from netlab import Network  # noqa: E402  (bench/ is a directory of scripts, not a package)
 
@@ -226,7 +227,7 @@ def main(argv=None):
         print("make bench needs root: it creates network namespaces and shapes links with tc", file=sys.stderr)
         return 2
     from murder_core.saltext import master_snippet
-    from murder_core.saltext.lab import Lab
+    from devtools.lab import Lab
 
     size = args.size_mib * 2**20
     minions = [f"m{index:02}" for index in range(1, max(args.hosts) + 1)]

@@ -194,7 +194,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     seeder = peer = None
     run = {"piece_size": info.piece_size}
     try:
-        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0", shared_address=True)
+        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
         # The peer should find the seeder in its first announce, as in a deploy.
         wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
         while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
@@ -204,7 +204,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
         settle(pause)
         cpu_before = cpu_seconds()
         started = time.monotonic()
-        peer = swarm.Peer(data, save_dir, listen="127.0.0.1:0", shared_address=True, stall_timeout=30)
+        peer = swarm.Peer(data, save_dir, listen="127.0.0.1:0", stall_timeout=30)
         result = peer.download(deadline=started + timeout)
         downloaded = time.monotonic()
         fsync_path(result.path)

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import tempfile
 
-from murder_core.saltext.lab import Lab
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # devtools/ lives in the checkout
+from devtools.lab import Lab  # noqa: E402
 
 MINIONS = ("demo-1", "demo-2", "demo-3")
 # Every demo host is 127.0.0.1: peers share the address and listen on loopback only.
-LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "shared_address": True,
-            "announce_interval": 1, "linger": 5, "progress_interval": 1}
+LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "announce_interval": 1, "linger": 5, "progress_interval": 1}
 
 
 def free_port():

@@ -56,8 +56,6 @@ DEFAULTS = {
     # The runner fails a minion it has not heard from for this long (its peer
     # reports every progress_interval, also while verifying and unpacking).
     "silence_timeout": 60,
-    # Several peers share one address (the demo and tests on 127.0.0.1).
-    "shared_address": False,
     # The seeder hands each peer pieces no other peer has yet (BitTorrent
     # super-seeding), so its link carries each piece about once.
     "super_seeding": False,
@@ -89,6 +87,28 @@ def _check_plain(kind, name):
 def check_release_name(name):
     """Return ``name`` if it is a plain release name, else raise InvalidInput."""
     return _check_plain("release", name)
+
+
+def release_name(value):
+    """A release id as given: ``20261126101500`` unquoted in YAML or on the CLI arrives as a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def check_command(check_cmd):
+    """Return ``check_cmd`` (None, or a shell command as a string), else raise InvalidInput.
+
+    ``check_cmd: true`` in YAML, or ``check_cmd=true`` on the CLI, arrives as a
+    boolean; run, it would be the command ``True`` (exit 127) and roll back.
+    """
+    if check_cmd is None or (isinstance(check_cmd, str) and check_cmd.strip()):
+        return check_cmd
+    raise InvalidInput(
+        f"check_cmd must be a shell command as a string, got {check_cmd!r} "
+        f"({type(check_cmd).__name__}): quote the command (check_cmd: 'true' in YAML, "
+        "check_cmd='\"true\"' on the CLI)"
+    )
 
 
 def check_app_name(name):

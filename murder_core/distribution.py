@@ -14,7 +14,7 @@ import shutil
 import socket
 
 from murder_core import config, pack, swarm, torrent
-from murder_core.errors import InvalidInput, MurderError
+from murder_core.errors import MurderError
 from murder_core.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,6 @@ class Distribution:
         self.seeder = swarm.Seeder(
             self.torrent, self.artifact.path,
             listen=f"{self.address}:{first}", port_retries=max(last - first, 0),
-            shared_address=bool(self._option("shared_address")),
             upload_rate_limit=int(self._option("upload_rate_limit")),
             super_seeding=bool(self._option("super_seeding")),
             libtorrent=self._option("libtorrent"),
@@ -151,22 +150,3 @@ class Distribution:
             self.tracker = None
         if self.workdir and os.path.isdir(self.workdir):
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _seconds(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise InvalidInput(f"{name} must be a number of seconds > 0, got {value!r}")
-
-
-def check_deploy_arguments(*, app, release, base_dir, keep, timeout, min_success,
-                           silence_timeout=config.DEFAULTS["silence_timeout"]):
-    """Validate a deploy's arguments before any work; raise InvalidInput."""
-    config.check_app_name(app)
-    config.check_release_name(release)
-    config.expand_base_dir(base_dir, app, "minion-id")
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise InvalidInput(f"keep must be a whole number >= 1, got {keep!r}")
-    _seconds("timeout", timeout)
-    _seconds("silence_timeout", silence_timeout)
-    if min_success is not None and (not isinstance(min_success, int) or min_success < 1):
-        raise InvalidInput(f"min_success must be a whole number >= 1, got {min_success!r}")

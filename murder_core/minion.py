@@ -18,11 +18,13 @@ import shutil
 import time
 
 from murder_core import config, pack, policy, swarm, torrent as torrent_mod
-from murder_core.errors import InvalidInput, MurderError
+from murder_core.errors import InvalidInput, MurderError, ReleaseError
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".murder"
+# In .murder/<release>/: the SHA-256 of the artifact the release was unpacked from.
+CONTENT_RECORD = "sha256"
 
 
 def decode_torrent(torrent):
@@ -56,6 +58,48 @@ def forget_artifacts(base_dir):
     return removed
 
 
+def recorded_content(base_dir, release):
+    """The SHA-256 of what ``releases/<release>`` was unpacked from, or None when nothing says."""
+    downloads = artifact_dir(base_dir, release)
+    try:
+        with open(os.path.join(downloads, CONTENT_RECORD), encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MurderError(f"cannot read the content record of release {release} in {downloads}: {exc}") from exc
+
+
+def record_content(base_dir, release, sha256):
+    downloads = artifact_dir(base_dir, release)
+    partial = os.path.join(downloads, f".{CONTENT_RECORD}.tmp")
+    with open(partial, "w", encoding="ascii") as handle:
+        handle.write(sha256 + "\n")
+    os.replace(partial, os.path.join(downloads, CONTENT_RECORD))
+
+
+def check_same_content(base_dir, release, sha256):
+    """Raise ReleaseError unless ``releases/<release>``, when on disk, was unpacked from ``sha256``.
+
+    A release name means one content: a second deploy under the same name
+    with other bytes must fail on this host, not report the release as
+    current while the old tree stays in service.
+    """
+    if not os.path.isdir(release_dir(base_dir, release)):
+        return
+    recorded = recorded_content(base_dir, release)
+    if recorded == sha256:
+        return
+    if recorded is None:
+        detail = f"it was not put there by murder (no record of its content in {artifact_dir(base_dir, release)})"
+    else:
+        detail = f"SHA-256 {recorded}, this deploy's is {sha256}"
+    raise ReleaseError(
+        f"release {release} on this host holds different content ({detail}); "
+        "deploy under a new release name; nothing was changed"
+    )
+
+
 def free_bytes(path):
     """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
     while not os.path.exists(path):
@@ -72,7 +116,7 @@ def _no_space(base_dir, needed):
 
 
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
-          shared_address=False, stall_timeout=30, progress_interval=2.0, on_progress=None,
+          stall_timeout=30, progress_interval=2.0, on_progress=None,
           upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=()):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
@@ -83,16 +127,16 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     stripe of pieces to fetch first (``policy.stripe``); ``stripe`` in the
     report is ``[index, count]`` or None.
     On failure the partial artifact and any staging directory are removed
-    and the error is raised; an existing release is never touched.
+    and the error is raised; an existing release is never touched. A
+    release already on disk with other content (``check_same_content``)
+    fails before anything is fetched.
     """
     config.check_release_name(release)
     torrent = decode_torrent(torrent)
     target = release_dir(base_dir, release)
     downloads = artifact_dir(base_dir, release)
+    check_same_content(base_dir, release, sha256)
     already = os.path.isdir(target)
-    if already and not os.path.isdir(downloads):
-        # On disk, but its artifact is gone: nothing to fetch and nothing to seed.
-        return None, _report(False, target, 0.0, 0, 0, 0, None)
 
     info = torrent_mod.describe(torrent)
     size = info.size
@@ -104,7 +148,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     peer = None
     try:
         peer = swarm.Peer(
-            torrent, downloads, listen=listen, shared_address=shared_address, port_retries=port_retries,
+            torrent, downloads, listen=listen, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
             stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
             libtorrent=libtorrent, stripe=stripe,
@@ -114,6 +158,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         if not already:
             # Keep reporting while verifying and unpacking: the runner fails a silent minion.
             peer.verify(sha256, on_chunk=peer.heartbeat)
+            record_content(base_dir, release, sha256)
             pack.unpack(result.path, target, on_member=peer.heartbeat)
     except Exception as exc:
         if peer is not None:

@@ -54,16 +54,30 @@ class LingerPolicy:
     Until the tracker reports no incomplete peer in the swarm, or ``limit``
     seconds after the peer finished, whichever comes first. A tracker that
     has not answered a scrape yet (counts below zero) keeps the peer seeding.
+
+    A tracker that stopped answering after the peer finished ends it too when
+    no connected peer is still downloading: the deploy's own tracker stops as
+    soon as every host reported, and a peer whose last scrape still counted
+    an incomplete host would otherwise seed for the whole ``limit``, holding
+    its ports, with nobody left to serve.
     """
 
     limit: float
     finished: float
 
-    def keep_seeding(self, num_complete, num_incomplete, now):
+    def keep_seeding(self, num_complete, num_incomplete, now, tracker_gone=False, peers_downloading=0):
+        return self.why_stop(num_complete, num_incomplete, now, tracker_gone, peers_downloading) is None
+
+    def why_stop(self, num_complete, num_incomplete, now, tracker_gone=False, peers_downloading=0):
+        """None to keep seeding, else why to stop: ``linger limit``, ``swarm complete`` or ``tracker gone``."""
         if now - self.finished >= self.limit:
-            return False
+            return "linger limit"
         swarm_known = num_complete >= 0 and num_incomplete >= 0
-        return not (swarm_known and num_complete > 0 and num_incomplete == 0)
+        if swarm_known and num_complete > 0 and num_incomplete == 0:
+            return "swarm complete"
+        if tracker_gone and peers_downloading == 0:
+            return "tracker gone"
+        return None
 
 
 class SeederCounter:

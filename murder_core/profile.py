@@ -73,13 +73,24 @@ min_reconnect_time             1 s      A refused peer is retried quickly (a res
 min_announce_interval          1 s      Honour the tracker's short interval.
 auto_scrape_{,min_}interval    2 s      Lingering peers learn quickly when the swarm is
                                         complete.
+ssrf_mitigation                False    libtorrent refuses tracker URLs on loopback that do
+                                        not end in /announce, so every scrape of a tracker
+                                        on 127.0.0.1 failed ("blocked by SSRF mitigation")
+                                        and a lingering peer never learnt the swarm was
+                                        complete. The protection is for torrents from
+                                        strangers; ours come through Salt's channel.
 connections_limit              500      Enough for the fan-out of a large swarm.
 close_redundant_connections    False    Keep the connection to the seeder when a peer
                                         finishes, so its byte count can still be read.
 connection_speed               200      New connections per second at start-up.
-allow_multiple_connections_    only if  Several peers on one address (the demo and tests
-per_ip                         shared   on 127.0.0.1) must be able to connect to each
-                                        other; on a real fleet one address is one host.
+allow_multiple_connections_    True     Several members on one address (minions on one
+per_ip                                  host, containers behind one address, the demo on
+                                        127.0.0.1) must all reach the seeder and each
+                                        other. Off, libtorrent's default, the seeder
+                                        refused every peer after the first of an address
+                                        and a second deploy stalled at 0 bytes. On a
+                                        trusted datacenter network one address opening
+                                        several connections is no attack.
 peer_fingerprint               -MS/-MP  Seeder and peer ids differ, so a peer can tell
                                         bytes from the seeder from bytes from peers.
 upload/download_rate_limit     0 = off  Optional per-host caps. libtorrent exempts peers
@@ -101,10 +112,13 @@ ALERTS = (
     | lt.alert.category_t.status_notification
     | lt.alert.category_t.storage_notification
     | lt.alert.category_t.tracker_notification
+    # Which peers a member reached and why one dropped: named when a download stalls.
+    | lt.alert.category_t.connect_notification
+    | lt.alert.category_t.peer_notification
 )
 
 
-def settings(listen, *, seeder=False, shared_address=False, upload_rate_limit=0,
+def settings(listen, *, seeder=False, upload_rate_limit=0,
              download_rate_limit=0, port_retries=0):
     """Return the libtorrent settings pack of the datacenter profile.
 
@@ -144,10 +158,11 @@ def settings(listen, *, seeder=False, shared_address=False, upload_rate_limit=0,
         "min_announce_interval": 1,
         "auto_scrape_interval": 2,
         "auto_scrape_min_interval": 2,
+        "ssrf_mitigation": False,
         "connections_limit": 500,
         "close_redundant_connections": False,
         "connection_speed": 200,
-        "allow_multiple_connections_per_ip": bool(shared_address),
+        "allow_multiple_connections_per_ip": True,
         "peer_fingerprint": SEEDER_FINGERPRINT if seeder else PEER_FINGERPRINT,
         "user_agent": "murder-for-salt/0.1",
         "upload_rate_limit": int(upload_rate_limit),

@@ -147,6 +147,38 @@ class Activation:
         """True when anything on disk changes (or changed)."""
         return self.switches or bool(self.shared) or bool(self.removed)
 
+    def changes(self):
+        """Salt's ``changes``: current's old and new release, shared entries linked, releases removed."""
+        changes = {}
+        if self.switches:
+            changes["current"] = {"old": self.old, "new": self.current}
+        if self.shared:
+            changes["shared"] = self.shared
+        if self.removed:
+            changes["removed"] = self.removed
+        return changes
+
+    def summary(self, where, would=False, checked=False):
+        """One line saying what this activation does (``would``: planned) or did, under ``where``."""
+        if self.check_failed:
+            back = f"{self.old} is current again" if self.old else "current was removed again"
+            return (f"Release {self.release} failed its health check and was rolled back ({back}): "
+                    f"{self.check_failed}")
+        if not self.switches:
+            notes = [f"Release {self.release} is already current in {where}"]
+        elif would:
+            notes = [f"Release {self.release} would become current in {where} (now: {self.old})"]
+        else:
+            notes = [f"Release {self.release} is now current in {where} (was: {self.old})"]
+            if checked:
+                notes.append("health check passed")
+        link, remove = ("would link", "would remove") if would else ("linked", "removed")
+        if self.shared:
+            notes.append(f"{link} shared {', '.join(self.shared)}")
+        if self.removed:
+            notes.append(f"{remove} releases {', '.join(self.removed)}")
+        return "; ".join(notes)
+
 
 class ReleaseTree:
     """The releases, shared files and ``current`` link under one ``base_dir``.

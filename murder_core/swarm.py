@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 # Longest wait for libtorrent to write its buffered pieces to the file.
 FLUSH_SECONDS = 120
+# Members whose outcome a member keeps for its stall message (a large swarm has thousands).
+MAX_PEERS_TRIED = 64
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,21 @@ def _endpoint(address):
 class _Member:
     """One libtorrent session holding one torrent, seeder or peer."""
 
-    def __init__(self, torrent, save_dir, *, listen, seeder, shared_address, port_retries,
+    def __init__(self, torrent, save_dir, *, listen, seeder, port_retries,
                  upload_rate_limit, download_rate_limit, flags, libtorrent=None):
         self.info = torrent_mod.describe(torrent)
         self.save_dir = os.path.abspath(save_dir)
         self.path = os.path.join(self.save_dir, self.info.name)
         self.hash_failures = 0
         self.error = None
+        # "ip:port" -> what the last connection to that member came to; named when a download stalls.
+        self.peers_tried = {}
+        # Whether the tracker's last answer to an announce or scrape was an error (or none came).
+        self.tracker_failing = False
         self._flushed = False
         self._session = profile.make_session(
             listen,
             seeder=seeder,
-            shared_address=shared_address,
             port_retries=port_retries,
             upload_rate_limit=upload_rate_limit,
             download_rate_limit=download_rate_limit,
@@ -126,6 +131,30 @@ class _Member:
                 # Not fatal: with a port range libtorrent goes on to the next port,
                 # and a member that listens nowhere still connects out to the others.
                 log.info("%s: %s", self.info.name, alert.message())
+            elif isinstance(alert, lt.peer_connect_alert):
+                self._tried(alert.endpoint, "connected")
+            elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):
+                self._tried(alert.endpoint, f"{alert.error.message()} ({lt.operation_name(alert.op)})")
+            elif isinstance(alert, (lt.tracker_reply_alert, lt.scrape_reply_alert)):
+                self.tracker_failing = False
+            elif isinstance(alert, (lt.tracker_error_alert, lt.scrape_failed_alert)):
+                # Only a failure with a cause counts (a refused connection, the
+                # tracker's own refusal); libtorrent also reports dropped scrapes.
+                if alert.error.value():
+                    self.tracker_failing = True
+                    log.info("%s: %s (%s)", self.info.name, alert.message(), alert.error.message())
+
+    def _tried(self, endpoint, outcome):
+        key = f"{endpoint[0]}:{endpoint[1]}"
+        if key in self.peers_tried or len(self.peers_tried) < MAX_PEERS_TRIED:
+            self.peers_tried[key] = outcome
+
+    def tried_line(self, limit=8):
+        """``ip:port (what happened), …`` for the members this one tried, or ``none``."""
+        items = sorted(self.peers_tried.items())
+        shown = ", ".join(f"{key} ({outcome})" for key, outcome in items[:limit])
+        more = f" and {len(items) - limit} more" if len(items) > limit else ""
+        return (shown + more) or "none"
 
     def close(self, announce_stop=True):
         """Stop the session: announce ``stopped`` and close every connection.
@@ -155,15 +184,14 @@ class _Member:
 class Seeder(_Member):
     """Serve an artifact the master already has, without re-hashing it."""
 
-    def __init__(self, torrent, artifact, *, listen="127.0.0.1:0", shared_address=False,
+    def __init__(self, torrent, artifact, *, listen="127.0.0.1:0",
                  port_retries=0, upload_rate_limit=0, super_seeding=False, libtorrent=None):
         artifact = os.path.abspath(artifact)
         name = torrent_mod.describe(torrent).name
         if os.path.basename(artifact) != name or not os.path.isfile(artifact):
             raise InvalidInput(f"seeder needs the artifact {name}; {artifact} does not match")
         super().__init__(
-            torrent, os.path.dirname(artifact), listen=listen, seeder=True,
-            shared_address=shared_address, port_retries=port_retries,
+            torrent, os.path.dirname(artifact), listen=listen, seeder=True, port_retries=port_retries,
             upload_rate_limit=upload_rate_limit, download_rate_limit=0,
             flags=lt.torrent_flags.seed_mode | (lt.torrent_flags.super_seeding if super_seeding else 0),
             libtorrent=libtorrent,
@@ -179,14 +207,13 @@ class Seeder(_Member):
 class Peer(_Member):
     """Download a release artifact from the swarm, then seed it for a while."""
 
-    def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0", shared_address=False,
+    def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0",
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
                  stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None,
                  stripe=None):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
-            torrent, save_dir, listen=listen, seeder=False, shared_address=shared_address,
-            port_retries=port_retries, upload_rate_limit=upload_rate_limit,
+            torrent, save_dir, listen=listen, seeder=False, port_retries=port_retries, upload_rate_limit=upload_rate_limit,
             download_rate_limit=download_rate_limit, flags=0, libtorrent=libtorrent,
         )
         self.stall_timeout = float(stall_timeout)
@@ -251,7 +278,8 @@ class Peer(_Member):
                 raise StallError(
                     f"download of {self.info.name} stalled: no data for {self.stall_timeout:g} s "
                     f"({status.total_wanted_done} of {self.info.size} bytes, "
-                    f"{status.num_peers} peers connected, tracker: {status.current_tracker or 'none answered'})"
+                    f"{status.num_peers} peers connected, tracker: {status.current_tracker or 'none answered'}; "
+                    f"peers tried: {self.tried_line()})"
                 )
             if deadline is not None and now > deadline:
                 raise StallError(
@@ -297,7 +325,8 @@ class Peer(_Member):
     def linger(self, limit):
         """Keep seeding until the tracker reports no incomplete peer, or ``limit`` seconds.
 
-        Returns why it stopped: ``"swarm complete"`` or ``"linger limit"``.
+        Returns why it stopped (``policy.LingerPolicy.why_stop``): ``"swarm
+        complete"``, ``"tracker gone"`` or ``"linger limit"``.
         """
         linger = policy.LingerPolicy(float(limit), time.monotonic())
         next_scrape = 0.0
@@ -308,6 +337,8 @@ class Peer(_Member):
                 next_scrape = now + 1.0
             self._drain_alerts(int(TICK_SECONDS * 1000))
             status = self.status()
-            if not linger.keep_seeding(status.num_complete, status.num_incomplete, time.monotonic()):
-                reached_limit = time.monotonic() - linger.finished >= linger.limit
-                return "linger limit" if reached_limit else "swarm complete"
+            downloading = sum(1 for peer in self._handle.get_peer_info() if not peer.flags & lt.peer_info.seed)
+            why = linger.why_stop(status.num_complete, status.num_incomplete, time.monotonic(),
+                                  tracker_gone=self.tracker_failing, peers_downloading=downloading)
+            if why:
+                return why

@@ -1,41 +1,84 @@
-"""Where Salt finds the project's loader modules when it is pip-installed.
+"""What a Salt master needs of murder, found where the package is: installed or a checkout.
 
-``setup.cfg`` installs ``_modules``, ``_states`` and ``_runners`` of the
-checkout as sub-packages of this one and registers :func:`loader_dirs` under
-the ``salt.loader`` entry point, so a pip-installed copy needs no
-``module_dirs``. An editable install (``pip install -e``) finds them in the
+``setup.cfg`` installs the checkout's ``_modules``, ``_states`` and
+``_runners`` as sub-packages of this one (``modules``, ``states``,
+``runners``), and the reactor SLS (``reactor/``) and the state tree
+(``salt/``) as its package data (``reactor``, ``state_tree``). Salt finds
+the loader modules through the ``salt.loader`` entry point
+(:func:`loader_dirs`), so a pip-installed master needs no ``module_dirs``;
+an editable install (``pip install -e``) finds the same directories in the
 checkout itself.
+
+:func:`master_snippet` is the master configuration murder needs, with the
+paths of this copy; ``python -m murder_core.saltext snippet`` prints it for
+``/etc/salt/master.d/murder.conf``. The tests and ``make demo`` configure
+their masters with exactly this.
 """
 import pathlib
+
+from murder_core import config
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parent.parent
 
-# Salt's loader kind -> the directory name in the checkout.
-_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners"}
+# Installed name (a sub-package of this one) -> the directory's name in a checkout.
+_LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners"}
+_DATA = {"reactor": "reactor", "state_tree": "salt"}
+
+# The file name every wheel of this project starts with (PEP 427: name with '_').
+WHEEL_PREFIX = "murder_salt-"
+# Where Salt's file roots come from when the operator's master config names none.
+SALT_DEFAULT_FILE_ROOT = "/srv/salt"
+
+
+def _find(installed, checkout_name):
+    for candidate in (_HERE / installed, _CHECKOUT / checkout_name):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def loader_dirs():
     """Return ``{loader kind: [directory]}`` for Salt's entry-point loader."""
     dirs = {}
-    for kind, checkout_name in _KINDS.items():
-        for candidate in (_HERE / kind, _CHECKOUT / checkout_name):
-            if candidate.is_dir():
-                dirs[kind] = [str(candidate)]
-                break
+    for kind, checkout_name in _LOADER_KINDS.items():
+        found = _find(kind, checkout_name)
+        if found is not None:
+            dirs[kind] = [str(found)]
     return dirs
 
 
-SNIPPET = _CHECKOUT / "salt" / "master.d" / "murder.conf"
-SNIPPET_ROOT = "/opt/murder"
+def data_dir(kind):
+    """The directory of the shipped ``reactor`` SLS or ``state_tree``; FileNotFoundError if missing."""
+    found = _find(kind, _DATA[kind])
+    if found is None:
+        raise FileNotFoundError(f"murder's {kind} is neither installed beside {_HERE} nor in a checkout")
+    return found
 
 
-def master_snippet(root=None):
-    """The shipped master config snippet as a dict, ``/opt/murder`` replaced by ``root``.
+def reactions():
+    """The reactor entries: event tag -> the absolute path of its SLS (no file_roots needed)."""
+    reactor = data_dir("reactor")
+    return [
+        {"murder/deploy/*/start": [str(reactor / "deploy_start.sls")]},
+        {config.TAG_DEPLOY_REQUEST: [str(reactor / "deploy_request.sls")]},
+    ]
 
-    The tests and ``make demo`` configure their masters with exactly this.
+
+def master_snippet(wheel_dir=None):
+    """The master configuration murder needs, as a dict, with the paths of this copy.
+
+    ``file_roots`` serves the state tree (``salt://murder/minion.sls``, …);
+    Salt merges the lists of every config file, and since a file that names
+    ``file_roots`` replaces Salt's default, ``/srv/salt`` stays listed first.
+    ``wheel_dir`` is a directory holding this project's wheel, which the
+    ``murder.minion`` state installs on minions.
     """
-    import yaml
-
-    text = SNIPPET.read_text(encoding="utf-8")
-    return yaml.safe_load(text.replace(SNIPPET_ROOT, str(root or _CHECKOUT)))
+    roots = [SALT_DEFAULT_FILE_ROOT, str(data_dir("state_tree"))]
+    if wheel_dir is not None:
+        roots.append(str(pathlib.Path(wheel_dir).resolve()))
+    return {
+        "reactor": reactions(),
+        "file_roots": {"base": roots},
+        "murder": {},
+    }

@@ -1,22 +1,39 @@
-{#- Installs what murder.peer needs on a minion, into Salt's own Python:
-    libtorrent's bindings and zstandard from PyPI, and the murder core
-    (murder_core/) from the master's file server (file_roots holds the checkout).
-    Then run: salt '*' saltutil.sync_all -#}
-{#- pillar murder:site_packages puts the core elsewhere (a Python path of Salt's own). -#}
-{%- set site_packages = salt['pillar.get']('murder:site_packages') or salt['file.dirname'](grains['saltpath']) %}
+{#- Installs murder on a minion the way it is installed on the master: pip installs the
+    project's wheel (and with it libtorrent, zstandard, pyyaml) into the Python Salt runs on.
+    The wheel comes from the master's file server: list its directory in file_roots
+    (python -m murder_core.saltext snippet --wheel-dir DIR does). Salt finds the modules
+    through the package's salt.loader entry point; nothing is copied into site-packages,
+    so a master that is also a minion keeps its runner. -#}
+{%- set wheels = salt['cp.list_master'](prefix='murder_salt-') | select('match', '^murder_salt-[^/]*\\.whl$') | list %}
+{%- if wheels | length != 1 %}
+murder-wheel:
+  test.fail_without_changes:
+    - name: >-
+        the master's file server must serve exactly one murder_salt-*.whl at its top, found
+        {{ wheels | join(', ') or 'none' }}: run python -m murder_core.saltext snippet --wheel-dir DIR
+        on the master and restart it
+{%- else %}
+{%- set wheel = wheels[0] %}
+{%- set version = wheel.split('-')[1] %}
+{%- set cache = opts['cachedir'] ~ '/murder/wheels' %}
 
-murder-python-dependencies:
+murder-wheel:
+  file.managed:
+    - name: {{ cache }}/{{ wheel }}
+    - source: salt://{{ wheel }}
+    - makedirs: True
+
+murder-package:
   pip.installed:
-    - pkgs:
-      - libtorrent
-      - zstandard
-      - pyyaml
-
-murder-core:
-  file.recurse:
-    - name: {{ site_packages }}/murder_core
-    - source: salt://murder_core
-    - clean: True
-    - exclude_pat: E@__pycache__
+    - name: murder-salt=={{ version }}
+    - find_links: {{ cache }}
     - require:
-      - pip: murder-python-dependencies
+      - file: murder-wheel
+
+murder-modules:
+  module.run:
+    - saltutil.refresh_modules:
+      - wait: True
+    - onchanges:
+      - pip: murder-package
+{%- endif %}

@@ -1,7 +1,10 @@
 """A real salt-master with the shipped config snippet and three real salt-minions.
 
-Everything listens on 127.0.0.1; the minions share that address, so the
-``murder`` settings say so (``shared_address``) and pin the swarm to loopback.
+Everything listens on 127.0.0.1: the minions share that address with each
+other and the seeder, as several minions on one host do, with no setting for
+it. The ``murder`` settings pin the swarm to loopback and shorten its clocks;
+``linger`` keeps its default, so a finished peer that lingers without need
+shows as a ``murder.peer`` job still running.
 """
 import pathlib
 
@@ -12,14 +15,13 @@ from murder_core.saltext import master_snippet
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MINIONS = ("murder-m1", "murder-m2", "murder-m3")
 
-LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "shared_address": True,
-            "stall_timeout": 15, "linger": 5, "progress_interval": 0.5, "announce_interval": 1,
-            "silence_timeout": 15}
+LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_timeout": 15,
+            "progress_interval": 0.5, "announce_interval": 1, "silence_timeout": 15}
 
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories):
-    overrides = master_snippet(REPO)
+    overrides = master_snippet()
     overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
     factory = salt_factories.salt_master_daemon("murder-master", overrides=overrides)
@@ -33,7 +35,7 @@ def salt_minions(salt_master):
     factories = [
         salt_master.salt_minion_daemon(
             minion_id,
-            overrides={"module_dirs": [str(REPO)], "murder": dict(LOOPBACK), "master": "127.0.0.1"},
+            overrides={"murder": dict(LOOPBACK), "master": "127.0.0.1"},
         )
         for minion_id in MINIONS
     ]

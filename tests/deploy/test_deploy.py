@@ -136,7 +136,7 @@ def test_event_triggered_deploy(salt_master, salt_run_cli, app_root, tmp_path, e
 @pytest.mark.fault
 def test_minion_down_is_named_and_nothing_is_activated(salt_master, salt_run_cli, app_root, tmp_path):
     down = salt_master.salt_minion_daemon(
-        "murder-down", overrides={"module_dirs": [str(REPO)], "murder": dict(LOOPBACK), "master": "127.0.0.1"}
+        "murder-down", overrides={"murder": dict(LOOPBACK), "master": "127.0.0.1"}
     )
     with down.started(start_timeout=120):
         pass  # its key is now accepted; the minion itself is stopped

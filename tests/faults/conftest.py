@@ -42,13 +42,13 @@ RECONNECT_FAST = {"recon_default": 200, "recon_max": 1000, "recon_randomize": Fa
 
 
 def minion_overrides(settings=None):
-    return {"module_dirs": [str(REPO)], "murder": dict(settings or LOOPBACK), "master": "127.0.0.1",
+    return {"murder": dict(settings or LOOPBACK), "master": "127.0.0.1",
             **RECONNECT_FAST}
 
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories):
-    overrides = master_snippet(REPO)
+    overrides = master_snippet()
     overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
     factory = salt_factories.salt_master_daemon("fault-master", overrides=overrides)

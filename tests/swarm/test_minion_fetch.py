@@ -1,7 +1,10 @@
 """``minion.fetch`` on real libtorrent sessions: download, verify, unpack."""
 import os
 
+import pytest
+
 from murder_core import minion, pack, swarm, torrent
+from murder_core.errors import ReleaseError
 
 MiB = 1024 * 1024
 FILES = 300
@@ -16,13 +19,13 @@ def test_fetch_keeps_reporting_while_it_verifies_and_unpacks(tracker, members, t
     artifact = pack.pack(str(build), str(tmp_path / "master" / "app-r1.tar.zst"))
     made = torrent.make_torrent(artifact.path, [tracker.url], piece_size=256 * 1024)
     tracker.serve(*torrent.describe(made).tracker_keys)
-    members.append(swarm.Seeder(made, artifact.path, listen="127.0.0.1:0", shared_address=True))
+    members.append(swarm.Seeder(made, artifact.path, listen="127.0.0.1:0"))
 
     reports = []
     # Interval 0: every call to the progress callback goes through, so the
     # reports count the heartbeats; the runner names a minion silent without them.
     peer, report = minion.fetch(torrent=made, sha256=artifact.sha256, base_dir=str(tmp_path / "minion"),
-                                release="r1", listen="127.0.0.1:0", shared_address=True, stall_timeout=20,
+                                release="r1", listen="127.0.0.1:0", stall_timeout=20,
                                 progress_interval=0, on_progress=reports.append)
     members.append(peer)
 
@@ -32,3 +35,48 @@ def test_fetch_keeps_reporting_while_it_verifies_and_unpacks(tracker, members, t
     # The download itself ends with one complete report; verifying adds one per
     # MiB and unpacking one per member (FILES modules, the blob, the root).
     assert len(after_download) > FILES
+
+
+def _publish(tracker, members, tmp_path, name, text):
+    build = tmp_path / name
+    build.mkdir()
+    (build / "app.txt").write_text(text)
+    artifact = pack.pack(str(build), str(tmp_path / name / "out" / "app-r1.tar.zst"))
+    made = torrent.make_torrent(artifact.path, [tracker.url], piece_size=256 * 1024)
+    tracker.serve(*torrent.describe(made).tracker_keys)
+    members.append(swarm.Seeder(made, artifact.path, listen="127.0.0.1:0"))
+    return made, artifact.sha256
+
+
+def _fetch(made, sha256, base_dir, members):
+    peer, report = minion.fetch(torrent=made, sha256=sha256, base_dir=str(base_dir), release="r1",
+                                listen="127.0.0.1:0", stall_timeout=20)
+    if peer is not None:
+        members.append(peer)
+    return report
+
+
+@pytest.mark.bad_input
+def test_a_release_name_means_one_content(tracker, members, tmp_path):
+    first, first_sha = _publish(tracker, members, tmp_path, "first", "one\n")
+    other, other_sha = _publish(tracker, members, tmp_path, "other", "two\n")
+    base = tmp_path / "minion"
+    assert _fetch(first, first_sha, base, members)["changed"] is True
+    # The same name with other bytes: refused before any download, the release left as it was.
+    before = sorted(os.listdir(base / ".murder" / "r1"))
+    with pytest.raises(ReleaseError, match="release r1 on this host holds different content.*new release name"):
+        _fetch(other, other_sha, base, members)
+    assert (base / "releases" / "r1" / "app.txt").read_text() == "one\n"
+    assert sorted(os.listdir(base / ".murder" / "r1")) == before
+    # The same content again is a no-op.
+    assert _fetch(first, first_sha, base, members)["changed"] is False
+
+
+@pytest.mark.bad_input
+def test_a_release_murder_did_not_put_there_is_not_taken_for_the_deployed_one(tracker, members, tmp_path):
+    made, sha256 = _publish(tracker, members, tmp_path, "build", "one\n")
+    base = tmp_path / "minion"
+    (base / "releases" / "r1").mkdir(parents=True)
+    with pytest.raises(ReleaseError, match="not put there by murder"):
+        _fetch(made, sha256, base, members)
+    assert os.listdir(base / "releases" / "r1") == []

@@ -1,4 +1,5 @@
 """Real libtorrent swarms on loopback: a seeder, peers and the tracker."""
+import socket
 import time
 
 import libtorrent as lt
@@ -10,8 +11,8 @@ from murder_core.pack import sha256_file
 from murder_core.tracker import Tracker
 
 MiB = 1024 * 1024
-# Every member shares 127.0.0.1, so the profile must allow several connections per address.
-LOCAL = dict(listen="127.0.0.1:0", shared_address=True)
+# Every member shares 127.0.0.1, as members on one host do: the profile allows it with no setting.
+LOCAL = dict(listen="127.0.0.1:0")
 
 
 def test_seeder_and_five_peers_all_finish_and_trade(make_release, members, tmp_path, run_all):
@@ -199,7 +200,7 @@ def test_a_peer_fetches_its_stripe_of_pieces_first(make_release, members, tmp_pa
     release = make_release(4 * MiB)  # 16 pieces of 256 KiB
     # A slow seeder, so the order in which pieces arrive can be watched, and one
     # connection between the two (a second one would fetch other pieces alongside).
-    one = dict(LOCAL, shared_address=False)
+    one = dict(LOCAL, libtorrent={"allow_multiple_connections_per_ip": False})
     members.append(swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **one))
     peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), stall_timeout=20, stripe=(1, 4), **one)
     members.append(peer)
@@ -260,7 +261,7 @@ def test_peer_takes_the_next_port_when_its_first_is_busy(make_release, members, 
     # Another member holds the first port of the range, as minions on one host do.
     taken = seeder.listen_port
     peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen=f"127.0.0.1:{taken}", port_retries=20,
-                      shared_address=True, stall_timeout=20)
+                      stall_timeout=20)
     members.append(peer)
     result = peer.download()
     assert peer.listen_port != taken
@@ -273,7 +274,7 @@ def test_a_listen_address_that_cannot_be_bound_is_not_fatal(make_release, member
     # 192.0.2.1 (TEST-NET-1) is on no interface here: binding it fails locally and
     # libtorrent reports listen_failed_alert, as for a port another member holds.
     peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen="127.0.0.1:0,192.0.2.1:0",
-                      shared_address=True, stall_timeout=20)
+                      stall_timeout=20)
     members.append(peer)
     result = peer.download()
     assert peer.error is None
@@ -306,3 +307,55 @@ def test_seeder_closes_without_stopped_announce_only_when_asked(make_release, me
             assert tracker.swarm(key)["complete"] == 2, "the seeder announced stopped although told not to"
             time.sleep(0.1)
         peer.close()
+
+
+def test_peers_on_one_address_all_download_from_the_seeder(make_release, members, tmp_path):
+    # Minions on one host (or the demo on 127.0.0.1) share an address with each
+    # other and the seeder. With libtorrent's default the seeder keeps one
+    # connection per address: the first peer got the release, and the next one
+    # (a second deploy, made while the first peer still seeded) stalled at 0 bytes.
+    release = make_release(4 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, listen="127.0.0.1:0")
+    members.append(seeder)
+    for index in range(3):
+        peer = swarm.Peer(release.torrent, str(tmp_path / f"peer{index}"), listen="127.0.0.1:0", stall_timeout=10)
+        members.append(peer)  # stays connected, as a lingering peer does
+        peer.connect(seeder.endpoint)
+        assert sha256_file(peer.download().path) == release.sha256
+
+
+@pytest.mark.bad_input
+def test_a_stalled_download_names_the_peers_it_tried_and_their_answer(make_release, members, tmp_path):
+    release = make_release(1 * MiB)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the socket is closed
+    peer = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen="127.0.0.1:0", stall_timeout=3)
+    members.append(peer)
+    peer.connect(("127.0.0.1", closed))
+    with pytest.raises(StallError) as stalled:
+        peer.download()
+    assert f"peers tried: 127.0.0.1:{closed} (Connection refused" in str(stalled.value)
+
+
+def test_finished_peers_stop_lingering_when_the_deploys_tracker_stops(make_release, tmp_path, members, run_all):
+    # The master stops its tracker and seeder as soon as every host reported;
+    # a peer whose last scrape still counted an unfinished host must not then
+    # seed for its whole linger limit with nobody left to serve.
+    tracker = Tracker(host="127.0.0.1", port=0, interval=1).start()
+    seeder = None
+    try:
+        release = make_release(8 * MiB, served_by=tracker)
+        seeder = swarm.Seeder(release.torrent, release.path, **LOCAL)
+        peers = [swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), stall_timeout=10, **LOCAL)
+                 for i in range(3)]
+        members.extend(peers)
+        for peer in peers:
+            peer.connect(seeder.endpoint)
+        run_all([peer.download for peer in peers])
+    finally:
+        if seeder is not None:
+            seeder.close(announce_stop=False)
+        tracker.stop()
+    reasons = run_all([lambda peer=peer: peer.linger(60) for peer in peers])
+    assert set(reasons) <= {"swarm complete", "tracker gone"}, reasons

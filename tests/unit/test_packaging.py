@@ -1,7 +1,13 @@
-"""A pip-installed copy is found by Salt through the salt.loader entry point."""
+"""Salt finds murder through the salt.loader entry point; the master snippet names real files."""
 import importlib.metadata
 import os
+import subprocess
+import sys
 
+import pytest
+import yaml
+
+from murder_core import config
 from murder_core.saltext import loader_dirs, master_snippet
 
 
@@ -14,12 +20,34 @@ def test_salt_loader_entry_point_points_at_the_loader_modules():
         assert os.path.isfile(os.path.join(dirs[kind][0], "murder.py")), kind
 
 
-def test_master_snippet_points_at_the_checkout(tmp_path):
-    snippet = master_snippet(tmp_path)
-    assert snippet["module_dirs"] == [str(tmp_path)]
-    assert snippet["file_roots"]["base"] == [str(tmp_path / "salt"), str(tmp_path)]
+def test_master_snippet_names_the_reactions_by_absolute_path_and_serves_the_state_tree():
+    snippet = master_snippet()
     reactions = {tag: sls for entry in snippet["reactor"] for tag, sls in entry.items()}
-    assert reactions == {
-        "murder/deploy/*/start": ["salt://reactor/deploy_start.sls"],
-        "murder/deploy/request": ["salt://reactor/deploy_request.sls"],
-    }
+    assert set(reactions) == {"murder/deploy/*/start", config.TAG_DEPLOY_REQUEST}
+    for paths in reactions.values():
+        assert len(paths) == 1 and os.path.isabs(paths[0]) and os.path.isfile(paths[0]), paths
+    roots = snippet["file_roots"]["base"]
+    assert roots[0] == "/srv/salt"  # a file_roots of ours must not hide Salt's default one
+    assert os.path.isfile(os.path.join(roots[1], "murder", "minion.sls"))
+    assert "module_dirs" not in snippet  # the entry point loads the modules
+
+
+def run_snippet(*args):
+    return subprocess.run([sys.executable, "-m", "murder_core.saltext", "snippet", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_snippet_command_prints_the_snippet_with_the_wheel_directory(tmp_path):
+    (tmp_path / "murder_salt-0.1.0-py3-none-any.whl").write_bytes(b"")
+    done = run_snippet("--wheel-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    printed = yaml.safe_load(done.stdout)
+    assert printed["file_roots"]["base"][-1] == str(tmp_path)
+    assert printed["reactor"] == master_snippet()["reactor"]
+
+
+@pytest.mark.bad_input
+def test_snippet_command_refuses_a_wheel_directory_without_the_wheel(tmp_path):
+    done = run_snippet("--wheel-dir", str(tmp_path))
+    assert done.returncode != 0
+    assert "must hold exactly one murder_salt-*.whl" in done.stderr and not done.stdout

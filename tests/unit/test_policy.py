@@ -41,6 +41,16 @@ def test_linger_stops_at_limit():
     assert not linger.keep_seeding(1, 4, 10.0)
 
 
+def test_linger_ends_when_the_tracker_is_gone_and_nobody_downloads_from_us():
+    linger = policy.LingerPolicy(limit=60, finished=0.0)
+    # The last scrape still counted an incomplete peer, then the deploy's tracker stopped.
+    assert linger.why_stop(3, 1, 1.0, tracker_gone=True, peers_downloading=0) == "tracker gone"
+    assert linger.keep_seeding(3, 1, 1.0, tracker_gone=True, peers_downloading=1)
+    assert linger.keep_seeding(3, 1, 1.0, tracker_gone=False, peers_downloading=0)
+    assert linger.why_stop(3, 0, 1.0) == "swarm complete"
+    assert linger.why_stop(3, 1, 60.0, tracker_gone=False) == "linger limit"
+
+
 def test_seeder_counter_banks_bytes_across_reconnects():
     counter = policy.SeederCounter()
     counter.update("seeder", 100)

@@ -1,9 +1,10 @@
-"""Embedded salt-master and salt-minions for `make demo` and `make bench`.
+"""Embedded salt-master and salt-minions for `make demo`, `make bench` and the install tests.
 
 Writes daemon configs under one directory (no root needed), starts the
-daemons as child processes (optionally inside a network namespace), waits
-for the minions to answer, and stops exactly the processes it started.
-The master is configured with the shipped snippet (``master_snippet``).
+daemons as child processes (optionally inside a network namespace, or with
+another Python), waits for the minions to answer, and stops exactly the
+processes it started. The master is configured with the shipped snippet
+(``master_snippet``). A development tool: not part of the installed package.
 """
 import getpass
 import json
@@ -17,7 +18,6 @@ import yaml
 
 from murder_core.saltext import master_snippet
 
-BIN = pathlib.Path(sys.executable).parent
 CONSOLE = "console"  # a daemon's stdout and stderr, in its root directory
 
 
@@ -49,8 +49,11 @@ class Lab:
     """One master and some minions, each a child process; a context manager."""
 
     def __init__(self, top, *, master_address, publish_port, ret_port, murder_master=None, murder_minion=None,
-                 master_extra=None):
+                 master_extra=None, python=None, snippet=None):
         self.top = pathlib.Path(top)
+        # The Python the daemons and tools run on, and its bin/ with Salt's scripts.
+        self.python = pathlib.Path(python or sys.executable)
+        self.snippet = snippet if snippet is not None else master_snippet()
         self.master_address = master_address
         self.publish_port = publish_port
         self.ret_port = ret_port
@@ -65,25 +68,32 @@ class Lab:
     def start_master(self, netns=None):
         root = self.top / "master"
         settings = _daemon_settings(root)
-        settings.update(master_snippet())
+        settings.update(self.snippet)
         settings["murder"] = dict(settings.get("murder") or {}, **self.murder_master)
         settings.update({"interface": self.master_address, "publish_port": self.publish_port,
                          "ret_port": self.ret_port, "auto_accept": True})
         settings.update(self.master_extra)
         self.master_conf = _write(root / "conf", "master", settings)
         self.master_netns = netns
-        self._spawn([BIN / "salt-master", "-c", self.master_conf, "-l", "quiet"], netns, root)
+        self._spawn(self._tool("salt-master", "-c", self.master_conf, "-l", "quiet"), netns, root)
         return self.master_conf
 
-    def start_minion(self, minion_id, netns=None, murder=None):
+    def start_minion(self, minion_id, netns=None, murder=None, python=None):
+        """Start a minion; ``python`` runs it on another Python than the lab's (its own install)."""
         root = self.top / minion_id
         settings = _daemon_settings(root)
         settings.update({"id": minion_id, "master": self.master_address, "master_port": self.ret_port,
-                         "publish_port": self.publish_port, "module_dirs": master_snippet()["module_dirs"],
+                         "publish_port": self.publish_port,
                          "murder": dict(self.murder_minion, **(murder or {}))})
         conf = _write(root / "conf", "minion", settings)
-        self._spawn([BIN / "salt-minion", "-c", conf, "-l", "quiet"], netns, root)
+        self._spawn(self._tool("salt-minion", "-c", conf, "-l", "quiet", python=python), netns, root)
         self.minion_ids.append(minion_id)
+
+    def _tool(self, name, *args, python=None):
+        # Run the script with the chosen Python, not through its #! line (a copied
+        # virtualenv's scripts still name the Python they were installed with).
+        python = pathlib.Path(python or self.python)
+        return [python, python.parent / name, *args]
 
     def _spawn(self, argv, netns, root):
         # Salt's daemons print start-up chatter and asyncio shutdown warnings even
@@ -94,7 +104,7 @@ class Lab:
 
     def command(self, tool, *args):
         """argv of a Salt CLI tool (salt, salt-run) run against this master, in its namespace."""
-        return _netns(self.master_netns) + [str(BIN / tool), "-c", str(self.master_conf), *map(str, args)]
+        return _netns(self.master_netns) + [str(a) for a in self._tool(tool, "-c", self.master_conf, *args)]
 
     def wait_for_minions(self, timeout=180):
         """Poll ``test.ping`` with a deadline until every started minion answers."""

@@ -1,0 +1,130 @@
+"""A deploy request: the one description of what ``murder.deploy`` accepts.
+
+The runner (``salt-run murder.deploy``), the ``murder/deploy/request``
+reaction (which hands over every key of the event) and the README's table
+take their list of arguments from :data:`DEPLOY_ARGUMENTS`, the fields of
+:class:`DeployRequest`. A name outside the list is refused before anything is
+packed or sent, with the closest accepted name suggested: a misspelled
+``relase=`` must fail a CI job, not deploy under a default.
+"""
+import dataclasses
+import difflib
+
+from murder_core import config
+from murder_core.errors import InvalidInput
+
+
+def check_names(function, given, accepted):
+    """Raise InvalidInput naming every key of ``given`` that ``function`` does not accept.
+
+    Keys starting with ``__`` are Salt's own (``__pub_jid``, ``__user__``, …)
+    and keys starting with ``_`` are an event's (``_stamp``); both pass.
+    """
+    unknown = sorted(str(key) for key in given if not str(key).startswith("_") and key not in accepted)
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+        named.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    raise InvalidInput(
+        f"{function} does not take {', '.join(named)}: nothing was done. "
+        f"It takes: {', '.join(accepted)}"
+    )
+
+
+def _whole(name, value, least):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidInput(f"{name} must be a whole number >= {least}, got {value!r}")
+    return value
+
+
+def _seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidInput(f"{name} must be a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _text(name, value, required=False):
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployRequest:
+    """One deploy, as asked for on the CLI or in a ``murder/deploy/request`` event.
+
+    ``base_dir`` stays None unless given: each minion then uses its own
+    ``murder: base_dir`` setting (then the default), never the master's.
+    """
+
+    source: str
+    app: str
+    tgt: str
+    tgt_type: str = "glob"
+    release: str = None
+    base_dir: str = None
+    activate: bool = True
+    keep: int = None
+    timeout: float = None
+    min_success: int = None
+    shared: list = None
+    check_cmd: str = None
+    check_timeout: float = None
+
+    @classmethod
+    def from_arguments(cls, arguments, settings, new_release_id):
+        """Check ``arguments`` (a call's keywords or an event's data) and resolve their defaults.
+
+        ``settings`` are the master's ``murder`` settings; ``new_release_id``
+        makes the release id when none is given. Raises InvalidInput.
+        """
+        check_names("murder.deploy", arguments, DEPLOY_ARGUMENTS)
+        given = {key: value for key, value in arguments.items() if key in DEPLOY_ARGUMENTS and value is not None}
+        missing = [name for name in ("source", "app", "tgt") if not given.get(name)]
+        if missing:
+            raise InvalidInput(f"murder.deploy needs {', '.join(missing)} (it takes source, app and tgt at least)")
+        given["release"] = config.release_name(given.get("release")) or new_release_id()
+        given.setdefault("keep", settings["keep"])
+        given.setdefault("timeout", settings["timeout"])
+        request = cls(**given)
+        request.check(settings)
+        return request
+
+    def check(self, settings):
+        """Raise InvalidInput for the first unacceptable field; nothing has been written yet."""
+        _text("source", self.source, required=True)
+        config.check_app_name(self.app)
+        _text("tgt", self.tgt if isinstance(self.tgt, str) else ",".join(map(str, self.tgt or ())), required=True)
+        _text("tgt_type", self.tgt_type, required=True)
+        config.check_release_name(self.release)
+        if self.base_dir is not None:
+            config.expand_base_dir(self.base_dir, self.app, "minion-id")
+        if not isinstance(self.activate, bool):
+            raise InvalidInput(f"activate must be true or false, got {self.activate!r}")
+        _whole("keep", self.keep, 1)
+        _seconds("timeout", self.timeout)
+        _whole("min_success", self.min_success, 1)
+        if self.shared is not None and (isinstance(self.shared, str) or not isinstance(self.shared, (list, tuple))):
+            raise InvalidInput(f"shared must be a list of paths relative to shared/, got {self.shared!r}")
+        config.check_command(self.check_cmd)
+        if self.check_timeout is not None:
+            _seconds("check_timeout", self.check_timeout)
+        _seconds("silence_timeout", settings["silence_timeout"])
+
+    def activation(self):
+        """The keywords of ``murder.activate`` on each minion (its own base_dir unless one was given)."""
+        found = {"app": self.app, "release": self.release, "keep": self.keep, "base_dir": self.base_dir,
+                 "shared": self.shared, "check_cmd": self.check_cmd, "check_timeout": self.check_timeout}
+        return {key: value for key, value in found.items() if value is not None}
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+DEPLOY_ARGUMENTS = tuple(field.name for field in dataclasses.fields(DeployRequest))
