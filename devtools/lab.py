@@ -99,7 +99,7 @@ class Lab:
         # Salt's daemons print start-up chatter and asyncio shutdown warnings even
         # at "-l quiet"; they go to a file next to the daemon's log, not over the demo.
         with open(root / CONSOLE, "ab") as console:
-            self._processes.append(subprocess.Popen(_netns(netns) + [str(a) for a in argv],
+            self._processes.append(subprocess.Popen(_netns(netns) + [str(a) for a in argv], cwd=root,
                                                     stdout=console, stderr=subprocess.STDOUT))
 
     def command(self, tool, *args):

@@ -7,6 +7,7 @@ it. The ``murder`` settings pin the swarm to loopback and shorten its clocks;
 shows as a ``murder.peer`` job still running.
 """
 import pathlib
+import shutil
 
 import pytest
 
@@ -31,11 +32,19 @@ def salt_master(salt_factories):
 
 
 @pytest.fixture(scope="session")
-def salt_minions(salt_master):
+def own_base_dir(tmp_path_factory):
+    """The ``murder: base_dir`` of every minion's own config: used when a call names none."""
+    root = tmp_path_factory.mktemp("own-base")
+    yield str(root / "{minion}" / "{app}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def salt_minions(salt_master, own_base_dir):
     factories = [
         salt_master.salt_minion_daemon(
             minion_id,
-            overrides={"murder": dict(LOOPBACK), "master": "127.0.0.1"},
+            overrides={"murder": dict(LOOPBACK, base_dir=own_base_dir), "master": "127.0.0.1"},
         )
         for minion_id in MINIONS
     ]

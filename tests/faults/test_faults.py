@@ -153,7 +153,9 @@ def test_concurrent_deploys_other_app_runs_same_app_is_refused(salt_master, app_
     assert "a deploy of app 'alpha' is already running" in same_app.stdout
     assert first.returncode == 0, first.stdout
     assert other_app.returncode == 0, other_app.stdout
-    alpha_done = wait_for_event(event_listener, salt_master.id, "murder/deploy/alpha-*/complete", before, 30)
+    alpha_done = wait_for_event(event_listener, salt_master.id, "murder/deploy/alpha-r1-*/complete", before, 30)
+    refused = wait_for_event(event_listener, salt_master.id, "murder/deploy/alpha-r2-*/complete", before, 30)
+    assert refused.data["state"] == "refused" and "already running" in refused.data["error"]
     starts = {event.data["app"]: event for event in event_listener.get_events(
         [(salt_master.id, "murder/deploy/*/start")], after_time=before)}
     assert len(starts) == 2 and set(starts) == {"alpha", "beta"}, "the refused deploy must not start"

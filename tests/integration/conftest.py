@@ -13,15 +13,14 @@ Fixtures, for tests and for later additions (more minions, a reactor):
     ``reactor`` entries.
 
 ``salt_master``
-    The started master. ``module_dirs`` is the checkout, so ``_runners``
-    loads from it.
+    The started master. Salt finds ``_runners`` through the package's
+    ``salt.loader`` entry point (an editable install of the checkout).
 
 ``start_salt_minion``
     A function ``start_salt_minion(minion_id=None, overrides=None)`` that
     starts one more minion attached to ``salt_master`` and returns its
     factory; every minion it started is stopped at the end of the session.
-    Its ``module_dirs`` is the checkout, so ``_modules`` and ``_states`` load
-    from it.
+    ``_modules`` and ``_states`` load through the same entry point.
 
 ``salt_minion``
     One started minion, for tests that need only one.
@@ -34,7 +33,6 @@ import pathlib
 import pytest
 from saltfactories.utils import random_string
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Seconds a CLI call may take: a highstate on two cores takes a few.
 CLI_TIMEOUT = 120
 
@@ -55,7 +53,6 @@ def salt_master_config_overrides(state_tree, pillar_tree):
         "interface": "127.0.0.1",
         "file_roots": {"base": [str(state_tree)]},
         "pillar_roots": {"base": [str(pillar_tree)]},
-        "module_dirs": [str(REPO_ROOT)],
     }
 
 
@@ -74,8 +71,7 @@ def start_salt_minion(salt_master):
     started = []
 
     def start(minion_id=None, overrides=None):
-        config = {"module_dirs": [str(REPO_ROOT)]}
-        config.update(overrides or {})
+        config = dict(overrides or {})
         factory = salt_master.salt_minion_daemon(
             minion_id or random_string("murder-minion-"), overrides=config
         )

@@ -226,6 +226,23 @@ def test_a_bad_release_name_fails_and_changes_nothing(states, tree, bad):
     assert snapshot(tree) == before
 
 
+@pytest.mark.bad_input
+@pytest.mark.parametrize("check_cmd", [True, False, 0, ["test", "-d", "."]])
+def test_a_check_cmd_that_is_not_a_string_fails_and_changes_nothing(states, modules, tree, check_cmd):
+    # check_cmd: true in YAML is a boolean: run, it was the command "True" (exit 127).
+    make_release(tree, A)
+    make_release(tree, B)
+    tree.activate(A)
+    before = snapshot(tree)
+    ret = states.murder.release(name=tree.base_dir, release=B, shared=["log"], check_cmd=check_cmd)
+    assert ret.result is False and ret.changes == {}
+    assert "check_cmd must be a shell command as a string" in ret.comment and "quote" in ret.comment
+    assert "nothing was changed" in ret.comment
+    with pytest.raises(SaltInvocationError, match="check_cmd must be a shell command as a string"):
+        modules.murder.activate(tree.base_dir, B, check_cmd=check_cmd)
+    assert snapshot(tree) == before
+
+
 def test_a_relative_base_dir_fails(states):
     ret = states.murder.release(name="srv/myapp", release=A)
     assert ret.result is False

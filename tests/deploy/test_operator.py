@@ -1,0 +1,161 @@
+"""What an operator hits first, on the real master and minions of ``tests/deploy``.
+
+A release name reused for other content, a deploy without ``base_dir``,
+peers that must end their jobs once the swarm is complete, a ``check_cmd``
+that is not a string, and misspelled arguments, on the CLI and through the
+``murder/deploy/request`` reaction.
+"""
+import json
+import os
+import time
+
+import pytest
+
+from .conftest import MINIONS, make_source
+
+pytestmark = pytest.mark.usefixtures("salt_minions")
+
+TARGET = ",".join(MINIONS)
+
+
+def deploy(salt_run_cli, *args):
+    return salt_run_cli.run("murder.deploy", f"tgt={TARGET}", "tgt_type=list", "timeout=120", *args)
+
+
+def where(template, minion, app):
+    return template.format(minion=minion, app=app)
+
+
+def current(template, minion, app):
+    link = os.path.join(where(template, minion, app), "current")
+    return os.readlink(link) if os.path.islink(link) else None
+
+
+@pytest.mark.bad_input
+def test_a_release_name_reused_for_other_content_fails_and_changes_nothing(salt_run_cli, app_root, tmp_path):
+    first = make_source(tmp_path / "v1", 1)
+    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode == 0, ret.stdout
+
+    other = make_source(tmp_path / "v2", 2)
+    ret = deploy(salt_run_cli, f"source={other}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode != 0
+    assert ret.data["result"] is False
+    for minion in MINIONS:
+        report = ret.data["minions"][minion]
+        assert report["state"] == "failed" and report["activated"] is False, report
+        assert "release r1 on this host holds different content" in report["comment"]
+        assert "deploy under a new release name" in report["comment"]
+        root = where(app_root, minion, "same")
+        assert open(os.path.join(root, "current", "conf", "app.yaml")).read() == "version: 1\n"
+        assert sorted(os.listdir(os.path.join(root, ".murder", "r1"))) == ["same-r1.tar.zst", "sha256"]
+
+    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode == 0, ret.stdout
+    assert ret.data["changed"] is False
+
+
+def test_without_base_dir_each_minion_uses_its_own_setting(salt_run_cli, own_base_dir, tmp_path):
+    for version in (1, 2):
+        source = make_source(tmp_path / f"v{version}", version)
+        ret = deploy(salt_run_cli, f"source={source}", "app=own", f"release=r{version}")
+        assert ret.returncode == 0, ret.stdout
+    assert not os.path.exists("/srv/own")  # the default, which the master would have sent
+    for minion in MINIONS:
+        assert current(own_base_dir, minion, "own") == "releases/r2"
+
+    ret = salt_run_cli.run("murder.rollback", "app=own", f"tgt={TARGET}", "tgt_type=list")
+    assert ret.returncode == 0, ret.stdout
+    for minion in MINIONS:
+        assert current(own_base_dir, minion, "own") == "releases/r1"
+
+
+def test_finished_peers_end_their_jobs_once_the_swarm_is_complete(salt_master, salt_run_cli, app_root, tmp_path,
+                                                                    event_listener):
+    started = time.time()
+    ret = deploy(salt_run_cli, f"source={make_source(tmp_path / 'v1', 1)}", "app=brief", "release=r1",
+                 f"base_dir={app_root}")
+    assert ret.returncode == 0, ret.stdout
+    # The minions' linger limit is the default, 60 s; their jobs must end on the swarm's word first.
+    returns = event_listener.wait_for_events(
+        [(salt_master.id, f"salt/job/*/ret/{minion}") for minion in MINIONS], after_time=started, timeout=45)
+    peers = [event.data for event in returns.matches if event.data.get("fun") == "murder.peer"]
+    assert {data["id"] for data in peers} == set(MINIONS), returns
+    assert {data["return"]["linger"] for data in peers} <= {"swarm complete", "tracker gone"}, peers
+
+
+@pytest.mark.bad_input
+def test_a_check_cmd_that_is_not_a_string_is_refused_before_anything_runs(salt_run_cli, salt_cli, app_root,
+                                                                           tmp_path):
+    ret = deploy(salt_run_cli, f"source={make_source(tmp_path / 'v1', 1)}", "app=unquoted", "release=r1",
+                 f"base_dir={app_root}", "check_cmd=true")
+    assert ret.returncode != 0
+    assert "check_cmd must be a shell command as a string" in ret.stdout + ret.stderr
+    assert "quote the command" in ret.stdout + ret.stderr
+    for minion in MINIONS:
+        assert not os.path.exists(where(app_root, minion, "unquoted"))
+    ret = salt_cli.run("murder.activate", "app=unquoted", "release=r1", f"base_dir={app_root}", "check_cmd=true",
+                       minion_tgt=MINIONS[0])
+    assert ret.returncode != 0
+    assert "check_cmd must be a shell command as a string" in ret.stdout + ret.stderr
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("function,arguments,named", [
+    ("murder.deploy", ["app=typo", "release=r1", "relase=r1"], "relase (did you mean release?)"),
+    ("murder.deploy", ["app=typo", "release=r1", "bogus=1"], "bogus"),
+    ("murder.rollback", ["app=typo", "relase=r1"], "relase (did you mean release?)"),
+    ("murder.rollback", ["app=typo", "bogus=1"], "bogus"),
+    ("murder.status", ["deploy_idd=x"], "deploy_idd (did you mean deploy_id?)"),
+    ("murder.status", ["bogus=1"], "bogus"),
+])
+def test_an_unknown_runner_argument_fails_the_command(salt_run_cli, app_root, tmp_path, function, arguments, named):
+    source = make_source(tmp_path / "v1", 1)
+    extra = [f"source={source}", f"base_dir={app_root}"] if function == "murder.deploy" else []
+    if function != "murder.status":
+        extra.append(f"tgt={TARGET}")
+        extra.append("tgt_type=list")
+    ret = salt_run_cli.run(function, *extra, *arguments)
+    assert ret.returncode != 0, ret.stdout
+    said = ret.stdout + ret.stderr
+    assert f"{function} does not take {named}" in said
+    assert "It takes: " in said and "CLI Example" not in said  # an error, not the docstring
+    for minion in MINIONS:
+        assert not os.path.exists(where(app_root, minion, "typo"))
+
+
+def test_a_deploy_request_event_passes_every_argument(salt_master, salt_run_cli, app_root, tmp_path,
+                                                      event_listener):
+    request = {"source": make_source(tmp_path / "v1", 1), "app": "asked", "tgt": TARGET, "tgt_type": "list",
+               "release": "r1", "base_dir": app_root, "timeout": 120, "shared": ["log"],
+               "check_cmd": "test -d log/. && test -f conf/app.yaml", "check_timeout": 20}
+    complete = send_request(salt_master, salt_run_cli, event_listener, request)
+    assert complete["result"] is True, complete
+    for minion in MINIONS:
+        root = where(app_root, minion, "asked")
+        assert os.path.islink(os.path.join(root, "releases", "r1", "log"))  # shared reached the activation
+        assert "health check passed" in complete["minions"][minion]["comment"]
+
+
+@pytest.mark.bad_input
+def test_a_deploy_request_with_an_unknown_key_is_recorded_as_failed(salt_master, salt_run_cli, app_root, tmp_path,
+                                                                    event_listener):
+    request = {"source": make_source(tmp_path / "v1", 1), "app": "typo", "tgt": TARGET, "tgt_type": "list",
+               "relase": "r1", "base_dir": app_root}
+    complete = send_request(salt_master, salt_run_cli, event_listener, request)
+    assert complete["result"] is False and complete["state"] == "refused"
+    assert "murder.deploy does not take relase (did you mean release?)" in complete["error"]
+    status = salt_run_cli.run("murder.status", f"deploy_id={complete['deploy_id']}")
+    assert status.returncode == 0 and status.data["state"] == "refused", status.stdout
+    for minion in MINIONS:
+        assert not os.path.exists(where(app_root, minion, "typo"))
+
+
+def send_request(salt_master, salt_run_cli, event_listener, request):
+    started = time.time()
+    ret = salt_run_cli.run("event.send", "murder/deploy/request", f"data={json.dumps(request)}")
+    assert ret.returncode == 0, ret.stdout
+    events = event_listener.wait_for_events([(salt_master.id, "murder/deploy/*/complete")], after_time=started,
+                                            timeout=180)
+    assert events.found_all_events, "no murder/deploy/*/complete event"
+    return next(iter(events.matches)).data
