@@ -13,13 +13,14 @@ minion config, else ``/srv/{app}``), the way the ``murder`` runner calls these
 functions on its targets.
 """
 import contextlib
+import json
 import logging
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config
+    from murder_core import config, request
     from murder_core.errors import InvalidInput, MurderError
     from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 
@@ -245,14 +246,47 @@ def _stripe_members(kwargs, settings):
     return [str(m) for m in members] if isinstance(members, (list, tuple)) else ()
 
 
-def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sha256=None, seeders=None,
-         timeout=None, stall_timeout=None, linger=None, **kwargs):
+def _swarm_fetch(peer_request, on_progress, stripe_members=()):
+    """Fetch ``peer_request``'s release into the minion's tree; return ``(member, report)`` (the core's)."""
+    settings = _settings()
+    minion = __opts__["id"]
+    base = config.expand_base_dir(peer_request.base_dir or settings["base_dir"], peer_request.app, minion)
+    minion_core.forget_artifacts(base)
+    timeout = float(peer_request.timeout or settings["timeout"])
+    first, last = int(settings["peer_port_first"]), int(settings["peer_port_last"])
+    return minion_core.fetch(
+        torrent=peer_request.torrent, sha256=peer_request.sha256, base_dir=base, release=peer_request.release,
+        seeders=minion_core.parse_endpoints(peer_request.seeders),
+        listen=f"{settings['peer_address']}:{first}", port_retries=max(last - first, 0),
+        stall_timeout=float(settings["stall_timeout"]),
+        # The deploy's floor for its fleet size (policy.fleet_progress_interval), or this minion's own.
+        progress_interval=max(float(peer_request.progress_interval or 0), float(settings["progress_interval"])),
+        on_progress=on_progress,
+        upload_rate_limit=int(settings["upload_rate_limit"]),
+        download_rate_limit=int(settings["download_rate_limit"]),
+        deadline=time.monotonic() + timeout,
+        libtorrent=settings["libtorrent"],
+        minion=minion, minions=stripe_members,
+    )
+
+
+def _linger(member, report):
+    if member is not None:
+        try:
+            report["linger"] = member.linger(float(_settings()["linger"]))
+        finally:
+            member.close()
+    return report
+
+
+def peer(**kwargs):
     """
-    Fetch a release through the swarm into ``<base_dir>/releases/<release>``.
+    Fetch a release through the swarm into ``<base_dir>/releases/<release>``, for one deploy.
 
     This is what the ``murder/deploy/<deploy_id>/start`` reaction runs on
-    every targeted minion: download the artifact from the seeder and the
-    other peers, check its SHA-256, unpack it, fire
+    every targeted minion, with the event's ``peer`` data (a
+    ``murder_core.request.PeerRequest``): download the artifact from the
+    seeder and the other peers, check its SHA-256, unpack it, fire
     ``murder/peer/<deploy_id>/<minion>/done`` (or ``…/failed``), then keep
     seeding until the swarm is complete or ``linger`` seconds pass. Progress
     goes to the master as ``…/progress`` events, at most one every
@@ -261,66 +295,125 @@ def peer(deploy_id=None, app=None, release=None, base_dir=None, torrent=None, sh
 
     deploy_id, app, release
         Names of the deploy; ``release`` is the directory under ``releases/``.
-    base_dir
-        Where the app lives; ``{app}`` and ``{minion}`` are expanded.
-    torrent
-        The release's .torrent, base64.
-    sha256
-        SHA-256 of the whole artifact, checked before unpacking.
+    torrent, sha256, size, info_hash
+        The release's .torrent (base64), the SHA-256 of the whole artifact
+        (checked before unpacking), its size and info-hash.
     seeders
         ``host:port`` of the master's seeder, connected to at once.
-    timeout, stall_timeout, linger
-        Overall deadline, seconds without data before giving up, and the
-        longest time to keep seeding afterwards (defaults from the
-        ``murder`` minion config).
+    base_dir
+        Where the app lives (default: this minion's ``murder: base_dir``).
+    timeout, progress_interval
+        The deploy's deadline and the floor of the progress interval.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' murder.peer deploy_id=myapp-20261126T101500Z-3f9a1c app=myapp \\
-            release=20261126T101500Z base_dir=/srv/myapp torrent=<base64> sha256=<hex> seeders='[10.0.0.1:6881]'
+            release=20261126T101500Z torrent=<base64> sha256=<hex> size=<bytes> info_hash=<hex> \\
+            seeders='[10.0.0.1:6881]'
     """
-    settings = _settings()
     minion = __opts__["id"]
     started = time.monotonic()
+    deploy_id = kwargs.get("deploy_id")
     tags = {kind: getattr(config, f"TAG_PEER_{kind.upper()}").format(deploy_id=deploy_id, minion=minion)
             for kind in ("progress", "done", "failed")}
-    report = {"deploy_id": deploy_id, "minion": minion, "release": release}
+    report = {"deploy_id": deploy_id, "minion": minion, "release": kwargs.get("release")}
+    settings = _settings()
     try:
         with _salt_errors():
-            if not deploy_id or not torrent or not sha256:
-                raise InvalidInput("murder.peer needs deploy_id, torrent and sha256 (the deploy event's data)")
-            config.check_app_name(app)
-            base = config.expand_base_dir(base_dir or settings["base_dir"], app, minion)
-            minion_core.forget_artifacts(base)
-            timeout = float(timeout or settings["timeout"])
-            first, last = int(settings["peer_port_first"]), int(settings["peer_port_last"])
-            found, result = minion_core.fetch(
-                torrent=torrent, sha256=sha256, base_dir=base, release=release,
-                seeders=minion_core.parse_endpoints(seeders),
-                listen=f"{settings['peer_address']}:{first}", port_retries=max(last - first, 0),
-                stall_timeout=float(stall_timeout or settings["stall_timeout"]),
-                # The deploy's floor for its fleet size (policy.fleet_progress_interval), or this minion's own.
-                progress_interval=max(float(kwargs.get("progress_interval") or 0), float(settings["progress_interval"])),
-                on_progress=lambda p: _fire(tags["progress"], dict(report, **p.as_dict())),
-                upload_rate_limit=int(settings["upload_rate_limit"]),
-                download_rate_limit=int(settings["download_rate_limit"]),
-                deadline=started + timeout,
-                libtorrent=settings["libtorrent"],
-                minion=minion, minions=_stripe_members(kwargs, settings),
-            )
+            wanted = request.PeerRequest.from_dict(
+                {key: value for key, value in kwargs.items() if not key.startswith("__")}, "murder.peer")
+            if not wanted.deploy_id:
+                raise InvalidInput("murder.peer needs deploy_id (the deploy event's data); "
+                                   "to fetch a published release use murder.fetch")
+            member, result = _swarm_fetch(
+                wanted, lambda p: _fire(tags["progress"], dict(report, **p.as_dict())),
+                _stripe_members(kwargs, settings))
     except (SaltInvocationError, CommandExecutionError) as exc:
         _fire(tags["failed"], dict(report, error=str(exc), seconds=round(time.monotonic() - started, 3)))
         raise
-    size = kwargs.get("size")
-    done = dict(report, **result, size=int(size) if size else 0)
+    done = dict(report, **result, size=int(wanted.size or 0))
     if not result["changed"]:
-        done["comment"] = f"release {release} was already on disk"
+        done["comment"] = f"release {wanted.release} was already on disk"
     _fire(tags["done"], done)
-    if found is not None:
-        try:
-            done["linger"] = found.linger(float(linger or settings["linger"]))
-        finally:
-            found.close()
-    return done
+    return _linger(member, done)
+
+
+def fetch(app=None, release=None, base_dir=None):
+    """
+    Fetch a published release through the swarm into ``<base_dir>/releases/<release>``; activate nothing.
+
+    The path of a host that joins after a deploy (autoscaling, a repaired
+    machine) and of the ``murder.release`` state with ``fetch: True``. What to
+    fetch (the torrent and the artifact's SHA-256) comes from the master's
+    file server (``salt://murder-published/<app>/<release>.json``, written
+    by the murder engine for every published release), through Salt's
+    authenticated channel; the bytes come from the engine's seeder and the
+    other peers, each block checked against the torrent and the whole
+    artifact against the SHA-256. Then the peer keeps seeding until its
+    swarm is complete or ``linger`` seconds pass.
+
+    app
+        The application.
+    release
+        A published release (``salt-run murder.published app=<app>``).
+    base_dir
+        Where the app lives (default: this minion's ``murder: base_dir``).
+
+    Returns ``changed`` (False when the release was on disk already),
+    ``path``, ``seconds``, ``bytes_from_seeder``, ``bytes_from_peers``,
+    ``hash_failures``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web7' murder.fetch app=myapp release=v42
+    """
+    release = config.release_name(release)
+    with _salt_errors():
+        wanted = _published_release(app, release)
+        if base_dir is not None:
+            wanted = wanted.for_deploy(base_dir=base_dir)
+        member, result = _swarm_fetch(wanted, None)
+    return _linger(member, result)
+
+
+def published(app=None, release=None):
+    """
+    Say whether ``release`` of ``app`` is published on the master, and what it is.
+
+    Reads what ``murder.fetch`` would fetch with, from the master's file
+    server; fails when the release is not published.
+
+    Returns ``app``, ``release``, ``sha256``, ``size``, ``info_hash``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'web7' murder.published app=myapp release=v42
+    """
+    with _salt_errors():
+        wanted = _published_release(app, config.release_name(release))
+    return {"app": wanted.app, "release": wanted.release, "sha256": wanted.sha256, "size": wanted.size,
+            "info_hash": wanted.info_hash}
+
+
+def _published_release(app, release):
+    """The ``PeerRequest`` of a published release, from the master's file server; MurderError if none."""
+    config.check_app_name(app)
+    config.check_release_name(release)
+    url = f"salt://{config.FILESERVER_PREFIX}/{app}/{release}.json"
+    text = __salt__["cp.get_file_str"](url)
+    if not text:
+        raise MurderError(
+            f"release {release} of app {app} is not published on the master ({url} not found): "
+            f"publish it with salt-run murder.publish, or see salt-run murder.published app={app}"
+        )
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MurderError(f"{url} is not a published release: {exc}") from exc
+    return request.PeerRequest.from_dict(data, "murder.fetch")

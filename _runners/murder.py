@@ -1,20 +1,19 @@
-"""Deploy a release to many minions through a BitTorrent swarm.
+"""Publish releases and deploy them to many minions through a BitTorrent swarm.
 
-The master packs the release, starts the tracker and seeder, and fires
-``murder/deploy/<deploy_id>/start``; the reactor turns that event into
-``murder.peer`` on the target; this runner follows the peers' events, and
-only when every host has the release does it activate it everywhere.
+The murder engine (``_engines/murder.py``, enabled by the master snippet)
+holds the tracker, seeds every published release and runs the deploys;
+these functions ask it over the master's event bus and show what it says.
+``salt-run murder.deploy`` follows its deploy until the end and exits
+non-zero unless every minion succeeded; interrupted, it leaves the deploy to
+the engine (``salt-run murder.status deploy_id=<id>``).
 
 Configuration: the ``murder:`` section of the master config (see the README's
 table, defined in ``murder_core/config.py``).
 """
-import contextlib
-import fcntl
 import functools
-import json
 import logging
 import os
-import re
+import secrets
 import time
 
 import salt.client
@@ -23,33 +22,35 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, distribution, fleet, policy, request
-    from murder_core.errors import InvalidInput, MurderError
+    from murder_core import config, request
+    from murder_core.errors import InvalidInput
+    from murder_core.store import Store
 
-    HAS_CORE = True
-    CORE_ERROR = ""
-except ImportError as exc:  # libtorrent or the core is not installed on this master
-    HAS_CORE = False
-    CORE_ERROR = str(exc)
+    HAS_CORE, CORE_ERROR = True, ""
+except ImportError as exc:  # the package is not installed in Salt's Python
+    HAS_CORE, CORE_ERROR = False, str(exc)
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "murder"
 
+PUBLISH_ARGUMENTS = ("source", "app", "release", "timeout")
+PUBLISHED_ARGUMENTS = ("app",)
 ROLLBACK_ARGUMENTS = ("app", "tgt", "tgt_type", "base_dir", "release", "timeout")
 STATUS_ARGUMENTS = ("deploy_id",)
-
-# Keep at most this many finished deploys for murder.status.
-STATUS_KEEP = 50
-PROGRESS_SECONDS = 2.0
-# Seconds a busy minion gets to say its job is still running (Salt's default, 10, is short
-# for a host that is unpacking a large release or lingering as a seeder).
+# Seconds the engine has to take a request before the runner gives up on it.
+ENGINE_ANSWER_SECONDS = 30
+# Seconds past a deploy's own timeout that the runner waits for its end.
+FOLLOW_GRACE_SECONDS = 120
+# Seconds a busy minion gets to say its job is still running.
 GATHER_JOB_TIMEOUT = 30
+NO_ENGINE = ("the murder engine is not running on this master: enable it with `engines: [{murder: {}}]` in the "
+             "master config (`python -m murder_core.saltext snippet` writes it) and restart salt-master")
 
 
 def __virtual__():
     if not HAS_CORE:
-        return (False, f"the murder runner needs libtorrent and murder_core: {CORE_ERROR}")
+        return (False, f"the murder runner needs the murder-salt package in Salt's Python: {CORE_ERROR}")
     return __virtualname__
 
 
@@ -71,16 +72,21 @@ def _reported(function):
     return wrapper
 
 
+def _checked(function, kwargs, accepted):
+    try:
+        request.check_names(function, kwargs, accepted)
+    except InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
 def _settings():
     settings = dict(config.DEFAULTS)
     settings.update(__opts__.get("murder") or {})
     return settings
 
 
-def _state_dir(*parts):
-    path = os.path.join(__opts__["cachedir"], "murder", *parts)
-    os.makedirs(path, exist_ok=True)
-    return path
+def _store():
+    return Store(_settings()["store_dir"] or os.path.join(__opts__["cachedir"], "murder"))
 
 
 def _progress(message):
@@ -90,122 +96,95 @@ def _progress(message):
         jid_event.fire_event({"message": message}, "progress")
 
 
-@contextlib.contextmanager
-def _app_lock(app):
-    """One deploy of an app at a time: a second one is refused, never interleaved."""
-    path = os.path.join(_state_dir("locks"), f"{app}.lock")
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another deploy"
-            raise CommandExecutionError(f"a deploy of app {app!r} is already running ({holder}); try again when it ends")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _engine_running(store):
+    try:
+        with open(os.path.join(store.root, "engine.pid"), encoding="ascii") as handle:
+            os.kill(int(handle.read().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
-def _save_status(deploy_id, status):
-    directory = _state_dir("deploys")
-    path = os.path.join(directory, f"{deploy_id}.json")
-    partial = path + ".tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(status, handle, sort_keys=True)
-    os.replace(partial, path)
-    finished = sorted(
-        (os.path.getmtime(os.path.join(directory, name)), name)
-        for name in os.listdir(directory)
-        if name.endswith(".json")
-    )
-    for _, name in finished[:-STATUS_KEEP]:
-        os.unlink(os.path.join(directory, name))
+def _bus():
+    return salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=True)
 
 
-def _expected_minions(tgt, tgt_type):
-    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
-    minions = found.get("minions", []) if isinstance(found, dict) else list(found)
-    if not minions:
-        raise SaltInvocationError(f"target {tgt!r} ({tgt_type}) matches no minion: nothing deployed")
-    return sorted(minions)
-
-
-def _peer_event(event, deploy_id):
-    """Return ``(minion, kind, payload)`` of the next peer event of this deploy, or None.
-
-    Besides the peers' own events, the return of a ``murder.peer`` job of this
-    deploy that failed counts as ``failed``: a minion that cannot run it at all
-    (no libtorrent, module not synced) sends no peer event, only that return.
-    """
-    pattern = rf"(?:murder/peer/{re.escape(deploy_id)}/|salt/job/[0-9]+/ret/)"
-    found = event.get_event(wait=0.5, tag=pattern, match_type="regex", full=True)
-    if not found:
-        return None
-    if found["tag"].startswith("salt/job/"):
-        return _failed_peer_job(found.get("data") or {}, deploy_id)
-    kind = found["tag"].rsplit("/", 1)[-1]
-    outer = found.get("data") or {}
-    # Minion events carry the sender's authenticated id; the tag is only a hint.
-    minion = outer.get("id")
-    payload = outer.get("data") if isinstance(outer.get("data"), dict) else outer
-    return minion, kind, payload
-
-
-def _failed_peer_job(ret, deploy_id):
-    """``(minion, "failed", payload)`` for a failed ``murder.peer`` return of this deploy, else None."""
-    if ret.get("fun") != "murder.peer" or (ret.get("success") and not ret.get("retcode")):
-        return None
-    if not any(isinstance(arg, dict) and arg.get("deploy_id") == deploy_id for arg in ret.get("fun_args") or []):
-        return None
-    why = str(ret.get("return"))[:500]
-    return ret.get("id"), "failed", {"error": f"murder.peer failed: {why}"}
-
-
-def _follow(event, deploy_id, hosts, deadline, silence):
-    last_line = 0.0
-    while not hosts.all_finished():
-        now = time.monotonic()
-        if now >= deadline:
-            late = hosts.time_out("did not finish before the deploy's timeout (is the minion up?)")
-            _progress(f"timed out waiting for {', '.join(late)}")
-            return
-        found = _peer_event(event, deploy_id)
+def _next(bus, prefix, deadline):
+    """The next event under ``prefix`` before ``deadline`` (``(tag, data)``), else None."""
+    while time.monotonic() < deadline:
+        found = bus.get_event(wait=min(1.0, max(deadline - time.monotonic(), 0.05)), tag=prefix, full=True)
         if found:
-            minion, kind, payload = found
-            if hosts.record(minion, kind, payload, now=time.monotonic()) and kind == "failed":
-                _progress(f"{minion} failed: {hosts.minions[minion].comment}")
-        for minion in hosts.fail_silent(time.monotonic(), silence):
-            _progress(f"{minion} failed: {hosts.minions[minion].comment}")
-        if time.monotonic() - last_line >= PROGRESS_SECONDS:
-            _progress(hosts.progress_line())
-            last_line = time.monotonic()
-    _progress(hosts.progress_line())
+            return found["tag"], found.get("data") or {}
+    return None
 
 
-def _activate(hosts, minions, kwargs, timeout):
-    client = salt.client.get_local_client(mopts=__opts__)
-    returns = client.cmd(minions, "murder.activate", kwarg=kwargs, tgt_type="list", timeout=timeout,
-                         full_return=True, gather_job_timeout=GATHER_JOB_TIMEOUT)
-    for minion in minions:
-        state = hosts.minions[minion]
-        answer = returns.get(minion)
-        if answer is None:
-            state.comment = "did not answer the activation"
-            _progress(f"{minion}: {state.comment}")
-            continue
-        ret = answer.get("ret")
-        if answer.get("retcode", 0) == 0 and isinstance(ret, dict) and ret.get("result", True):
-            state.activated = True
-            state.changed = state.changed or ret.get("old") != ret.get("new")
-            state.comment = ret.get("comment") or f"activated {kwargs['release']}"
-        else:
-            state.comment = f"activation failed: {ret.get('comment') if isinstance(ret, dict) else ret}"
-            _progress(f"{minion}: {state.comment}")
+def _ask(bus, action, arguments, wait):
+    """Hand the engine a request on ``bus`` (already listening); return its answer."""
+    if not _engine_running(_store()):
+        raise CommandExecutionError(NO_ENGINE)
+    request_id = secrets.token_hex(8)
+    bus.fire_event({"request_id": request_id, "action": action, "arguments": arguments}, config.TAG_ENGINE_REQUEST)
+    answer = _next(bus, config.TAG_ENGINE_REPLY.format(request_id=request_id), time.monotonic() + wait)
+    if answer is None:
+        raise CommandExecutionError(f"the murder engine did not answer within {wait:g} s ({NO_ENGINE}?)")
+    return answer[1]
+
+
+@_reported
+def publish(source=None, app=None, release=None, timeout=None, **kwargs):
+    """
+    Pack a release and hand it to the murder engine, which seeds it from now on.
+
+    Minions fetch it at any time (``murder.fetch``, the ``murder.release``
+    state with ``fetch: True``). The master keeps the newest
+    ``keep_published`` releases of each app (default 3). A name published
+    again with the same content changes nothing; with other content it is
+    refused.
+
+    source
+        Directory, file, or ``.tar``/``.tar.gz``/``.tar.zst`` on the master.
+    app
+        Application name.
+    release
+        Release id; default: the UTC time.
+    timeout
+        Seconds to wait for the engine to pack and seed it (default: the ``timeout`` setting).
+
+    Returns ``app``, ``release``, ``info_hash``, ``size``, ``sha256``, ``result``, ``changed``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run murder.publish source=/srv/builds/myapp app=myapp release=v42
+    """
+    _checked("murder.publish", kwargs, PUBLISH_ARGUMENTS)
+    arguments = {key: value for key, value in (("source", source), ("app", app), ("release", release))
+                 if value is not None}
+    with _bus() as bus:
+        answer = _ask(bus, "publish", arguments, float(timeout or _settings()["timeout"]))
+    if not answer.get("result"):
+        raise CommandExecutionError(answer.get("error") or "the murder engine did not publish the release")
+    return answer
+
+
+@_reported
+def published(app=None, **kwargs):
+    """
+    List the published releases (of ``app``, or of every app), newest first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run murder.published
+        salt-run murder.published app=myapp
+    """
+    _checked("murder.published", kwargs, PUBLISHED_ARGUMENTS)
+    try:
+        return {"published": [record.summary() for record in _store().published(app)]}
+    except InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
 
 
 @_reported
@@ -213,14 +192,15 @@ def deploy(*args, **kwargs):
     """
     Deploy a release to every targeted minion through the swarm.
 
-    Packs ``source``, starts the tracker and seeder, fires
+    The murder engine publishes ``source`` (packs it and seeds it), fires
     ``murder/deploy/<deploy_id>/start`` (the reactor runs ``murder.peer`` on
-    the target), follows the peers' events with a deadline and, once enough
-    minions hold the release, activates it on them. ``salt-run`` exits
-    non-zero unless every targeted minion succeeded. An argument this
-    function does not take fails the call before anything is packed; a
-    deploy that cannot start is recorded (``murder.status``) with its error.
-    The arguments, by name or in this order by position, are
+    the target), follows the peers with a deadline and, once enough minions
+    hold the release, activates it on them. This function shows its progress
+    and returns its summary; ``salt-run`` exits non-zero unless every
+    targeted minion succeeded. Interrupted, it leaves the deploy running in
+    the engine. An argument it does not take fails the call before anything
+    is packed; a deploy that cannot start is recorded (``murder.status``)
+    with its error. The arguments, by name or in this order by position, are
     ``murder_core.request.DEPLOY_ARGUMENTS``:
 
     source
@@ -256,105 +236,43 @@ def deploy(*args, **kwargs):
         salt-run murder.deploy source=/srv/builds/myapp app=myapp tgt='web*'
         salt-run murder.deploy source=/srv/builds/myapp.tar.gz app=myapp tgt=G@role:web tgt_type=compound release=v42
     """
+    if len(args) > len(request.DEPLOY_ARGUMENTS):
+        raise SaltInvocationError(f"murder.deploy takes at most {len(request.DEPLOY_ARGUMENTS)} positional "
+                                  f"arguments ({', '.join(request.DEPLOY_ARGUMENTS)}), got {len(args)}")
+    arguments = dict(zip(request.DEPLOY_ARGUMENTS, args))
+    arguments.update((key, value) for key, value in kwargs.items() if not key.startswith("__"))
     settings = _settings()
-    arguments = dict(zip(request.DEPLOY_ARGUMENTS, args), **kwargs)
-    with contextlib.ExitStack() as held:
+    with _bus() as bus:
+        answer = _ask(bus, "deploy", arguments, ENGINE_ANSWER_SECONDS)
+        deploy_id = answer.get("deploy_id")
+        if not answer.get("result"):
+            raise CommandExecutionError(answer.get("error") or f"the murder engine refused the deploy {deploy_id}")
+        timeout = float(arguments.get("timeout") or settings["timeout"])
         try:
-            try:
-                if len(args) > len(request.DEPLOY_ARGUMENTS):
-                    raise InvalidInput(f"murder.deploy takes at most {len(request.DEPLOY_ARGUMENTS)} positional "
-                                       f"arguments ({', '.join(request.DEPLOY_ARGUMENTS)}), got {len(args)}")
-                asked = request.DeployRequest.from_arguments(arguments, settings, distribution.new_release_id)
-                if not os.path.exists(asked.source):
-                    raise InvalidInput(f"release source {asked.source} does not exist on the master")
-            except InvalidInput as exc:
-                raise SaltInvocationError(str(exc)) from exc
-            expected = _expected_minions(asked.tgt, asked.tgt_type)
-            held.enter_context(_app_lock(asked.app))
-        except (SaltInvocationError, CommandExecutionError) as exc:
-            _record_refused(arguments, exc)
-            raise
-        return _deploy(settings, asked, expected)
-
-
-def _record_refused(arguments, exc):
-    """Record a deploy that could not start, so ``murder.status`` (and a CI job) sees why."""
-    app, release = arguments.get("app"), config.release_name(arguments.get("release"))
-    try:
-        config.check_app_name(app)
-    except InvalidInput:
-        app = "unknown"
-    try:
-        config.check_release_name(release)
-    except InvalidInput:
-        release = distribution.new_release_id()
-    deploy_id = distribution.new_deploy_id(app, release)
-    summary = {"deploy_id": deploy_id, "app": app, "release": release, "state": "refused", "result": False,
-               "changed": False, "started": time.time(), "seconds": 0.0, "minions": {}, "error": str(exc)}
-    _save_status(deploy_id, summary)
-    with salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=False) as event:
-        event.fire_event(summary, config.TAG_DEPLOY_COMPLETE.format(deploy_id=deploy_id))
-
-
-def _deploy(settings, asked, expected):
-    app, release, timeout, activate = asked.app, asked.release, asked.timeout, asked.activate
-    needed = min(asked.min_success or len(expected), len(expected))
-    deploy_id = distribution.new_deploy_id(app, release)
-    started = time.monotonic()
-    hosts = fleet.Fleet(expected)
-    summary = {"deploy_id": deploy_id, "app": app, "release": release, "tgt": asked.tgt, "tgt_type": asked.tgt_type,
-               "started": time.time(), "state": "distributing", "minions": {}}
-    _save_status(deploy_id, summary)
-    address = settings.get("seeder_address") or distribution.default_address(__opts__.get("interface"))
-    with salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=True) as event:
-        try:
-            with distribution.Distribution(
-                source=asked.source, app=app, release=release,
-                workdir=os.path.join(_state_dir("work"), deploy_id), address=address, settings=settings,
-            ) as dist:
-                summary["info_hash"] = dist.info.info_hash
-                summary["size"] = dist.artifact.size
-                interval = policy.fleet_progress_interval(len(expected))
-                peer = dict(dist.peer_arguments(), deploy_id=deploy_id, app=app, release=release,
-                            timeout=timeout, progress_interval=interval)
-                if asked.base_dir is not None:
-                    peer["base_dir"] = asked.base_dir
-                _progress(f"deploy {deploy_id}: {app} {release} ({dist.artifact.size} bytes) to "
-                          f"{len(expected)} minions, seeder {dist.seeder_endpoint}")
-                event.fire_event({"deploy_id": deploy_id, "app": app, "release": release, "tgt": asked.tgt,
-                                  "tgt_type": asked.tgt_type, "minions": expected, "peer": peer},
-                                 config.TAG_DEPLOY_START.format(deploy_id=deploy_id))
-                hosts.expect_word(time.monotonic())
-                slowest = max(interval, float(settings["progress_interval"]))
-                _follow(event, deploy_id, hosts, started + timeout,
-                        policy.silence_limit(settings["silence_timeout"], slowest))
-                summary["distribution_seconds"] = round(time.monotonic() - started, 3)
-                succeeded = hosts.succeeded()
-                if activate and len(succeeded) >= needed:
-                    summary["state"] = "activating"
-                    _save_status(deploy_id, dict(summary, minions=hosts.report(activate)))
-                    _activate(hosts, succeeded, asked.activation(), timeout)
-                elif activate:
-                    reason = (f"not activated: {len(succeeded)} of {len(expected)} minions have the release, "
-                              f"{needed} needed")
-                    _progress(reason)
-                    for state in hosts.minions.values():
-                        if state.state == fleet.DONE:
-                            state.comment = reason
-        except InvalidInput as exc:
-            raise SaltInvocationError(str(exc)) from exc
-        except MurderError as exc:
-            raise CommandExecutionError(f"deploy {deploy_id} failed on the master: {exc}") from exc
-        finally:
-            summary["seconds"] = round(time.monotonic() - started, 3)
-            summary["minions"] = hosts.report(activate)
-            summary["result"] = bool(summary["minions"]) and all(m["result"] for m in summary["minions"].values())
-            summary["changed"] = any(m["changed"] for m in summary["minions"].values())
-            summary["state"] = "succeeded" if summary["result"] else "failed"
-            _save_status(deploy_id, summary)
-            event.fire_event(summary, config.TAG_DEPLOY_COMPLETE.format(deploy_id=deploy_id))
-    summary["retcode"] = 0 if summary["result"] else 1
+            summary = _follow(bus, deploy_id, time.monotonic() + timeout + FOLLOW_GRACE_SECONDS)
+        except KeyboardInterrupt:
+            message = (f"salt-run was interrupted; deploy {deploy_id} goes on in the murder engine: "
+                       f"salt-run murder.status deploy_id={deploy_id}")
+            _progress(message)
+            return {"deploy_id": deploy_id, "result": False, "state": "following interrupted", "comment": message,
+                    "retcode": 1}
+    summary["retcode"] = 0 if summary.get("result") else 1
     return summary
+
+
+def _follow(bus, deploy_id, deadline):
+    """Print the deploy's progress lines until its complete event; return its summary."""
+    prefix = f"murder/deploy/{deploy_id}/"
+    while True:
+        found = _next(bus, prefix, deadline)
+        if found is None:
+            raise CommandExecutionError(f"no word from the murder engine about deploy {deploy_id} before the "
+                                        f"deadline: salt-run murder.status deploy_id={deploy_id}")
+        tag, data = found
+        if tag.endswith("/progress") and data.get("message"):
+            _progress(data["message"])
+        elif tag.endswith("/complete"):
+            return dict(data)
 
 
 @_reported
@@ -379,9 +297,9 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
         salt-run murder.rollback app=myapp tgt='web*'
         salt-run murder.rollback app=myapp tgt='web*' release=20261126T101500Z
     """
+    _checked("murder.rollback", kwargs, ROLLBACK_ARGUMENTS)
     release = config.release_name(release)
     try:
-        request.check_names("murder.rollback", kwargs, ROLLBACK_ARGUMENTS)
         if not app or not tgt:
             raise InvalidInput("murder.rollback needs app and tgt")
         config.check_app_name(app)
@@ -391,7 +309,10 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
             config.check_release_name(release)
     except InvalidInput as exc:
         raise SaltInvocationError(str(exc)) from exc
-    expected = _expected_minions(tgt, tgt_type)
+    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
+    expected = sorted(found.get("minions", []) if isinstance(found, dict) else found)
+    if not expected:
+        raise SaltInvocationError(f"target {tgt!r} ({tgt_type}) matches no minion: nothing rolled back")
     kwarg = {"app": app}
     if base_dir is not None:
         kwarg["base_dir"] = base_dir
@@ -428,27 +349,16 @@ def status(deploy_id=None, **kwargs):
         salt-run murder.status
         salt-run murder.status deploy_id=myapp-20261126T101500Z-3f9a1c
     """
-    try:
-        request.check_names("murder.status", kwargs, STATUS_ARGUMENTS)
-    except InvalidInput as exc:
-        raise SaltInvocationError(str(exc)) from exc
-    directory = _state_dir("deploys")
+    _checked("murder.status", kwargs, STATUS_ARGUMENTS)
+    store = _store()
     if deploy_id is not None:
-        path = os.path.join(directory, f"{os.path.basename(str(deploy_id))}.json")
-        if not os.path.isfile(path):
+        found = store.deploy(deploy_id)
+        if found is None:
             raise SaltInvocationError(f"no deploy {deploy_id!r} is known to this master")
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    deploys = []
-    for name in os.listdir(directory):
-        if name.endswith(".json"):
-            with open(os.path.join(directory, name), encoding="utf-8") as handle:
-                item = json.load(handle)
-            minions = item.get("minions", {})
-            deploys.append({
-                "deploy_id": item["deploy_id"], "app": item["app"], "release": item["release"],
-                "state": item["state"], "started": item["started"],
-                "minions": {m: s.get("state") for m, s in minions.items()},
-            })
-    deploys.sort(key=lambda d: d["started"], reverse=True)
+        return found
+    deploys = [{
+        "deploy_id": item["deploy_id"], "app": item["app"], "release": item["release"],
+        "state": item["state"], "started": item["started"],
+        "minions": {m: s.get("state") for m, s in item.get("minions", {}).items()},
+    } for item in store.deploys()]
     return {"deploys": deploys}

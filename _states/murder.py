@@ -13,11 +13,11 @@ highstate is a later step: today the release is deployed to the minions first
 """
 import logging
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from murder_core import config
-    from murder_core.errors import MurderError
+    from murder_core.errors import InvalidInput, MurderError
     from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 
     HAS_CORE, CORE_ERROR = True, ""
@@ -67,7 +67,8 @@ def _check(check_cmd, check_timeout):
     return command_check(__salt__["cmd.run_all"], check_cmd, check_timeout, errors=(CommandExecutionError,))
 
 
-def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout=DEFAULT_CHECK_TIMEOUT):
+def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout=DEFAULT_CHECK_TIMEOUT,
+            fetch=False, app=None):
     """Make ``release`` the current release under ``name``, check it, and keep a few.
 
     .. code-block:: yaml
@@ -89,13 +90,34 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
           murder.release:
             - release: {{ pillar['myapp']['release'] | yaml_encode }}
 
+    With ``fetch: True`` a release that is not on disk yet is fetched through
+    the swarm from the master's published releases (``salt-run
+    murder.publish``), then made current; minions running the highstate at
+    the same time form one swarm:
+
+    .. code-block:: yaml
+
+        /srv/{app}:
+          murder.release:
+            - app: myapp
+            - release: {{ pillar['myapp']['release'] | yaml_encode }}
+            - fetch: True
+
     name
         The base directory (absolute): ``releases/``, ``shared/`` and the
-        ``current`` symlink live under it.
+        ``current`` symlink live under it. With ``app``, ``{app}`` and
+        ``{minion}`` in it are expanded.
 
     release
-        The release id, a directory already on disk under ``releases/``. The
-        state fails when it is not there; it does not fetch it.
+        The release id, a directory under ``releases/``. Without ``fetch``
+        the state fails when it is not there.
+
+    fetch
+        Fetch a release that is not on disk (as ``murder.fetch`` does); it
+        must be published on the master. Needs ``app``.
+
+    app
+        The application, for ``fetch`` and the placeholders in ``name``.
 
     keep
         How many finished releases to keep (current included); older ones are
@@ -118,36 +140,51 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
         Seconds the health check may run. Default: 30.
 
     Changes are ``{"current": {"old": ..., "new": ...}}``, plus ``shared`` (the
-    entries linked) and ``removed`` (the releases removed) when there are any.
-    The check runs only when ``current`` switched.
+    entries linked), ``removed`` (the releases removed) and ``fetched`` (the
+    release fetched through the swarm) when there are any. The check runs
+    only when ``current`` switched.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     release = config.release_name(release)
     try:
         config.check_command(check_cmd)
-        tree = ReleaseTree(name)
+        if fetch and not app:
+            raise InvalidInput("fetch: True needs app (the application the release was published for)")
+        tree = ReleaseTree(config.expand_base_dir(name, app, __opts__["id"]) if app else name)
         keep = config.option("keep", keep, __opts__)
         tree.current()  # a current that is not a symlink to a release fails first
+        wanted = None
         if not tree.has(release):
-            ret["comment"] = (
-                f"Release {release} is not on disk at {tree.release_dir(release)}: deploy it "
-                "to this minion first (fetching a release through the swarm inside a "
-                "highstate is not supported yet); nothing was changed"
-            )
-            return ret
-        plan = tree.plan_activation(release, shared=shared, keep=keep)
-    except MurderError as exc:
+            if not fetch:
+                ret["comment"] = (
+                    f"Release {release} is not on disk at {tree.release_dir(release)}: deploy it to this "
+                    "minion first, or set fetch: True (with app) to fetch it through the swarm; "
+                    "nothing was changed"
+                )
+                return ret
+            wanted = __salt__["murder.published"](app=app, release=release)
+        plan = tree.plan_activation(release, shared=shared, keep=keep, arriving=wanted is not None)
+    except (MurderError, SaltInvocationError, CommandExecutionError) as exc:
         return _failed(ret, exc)
 
-    ret["changes"] = plan.changes()
-    if not plan.changes_anything:
+    fetched = {"fetched": release} if wanted is not None else {}
+    ret["changes"] = dict(fetched, **plan.changes())
+    if not plan.changes_anything and not fetched:
         ret["result"] = True
-        ret["comment"] = plan.summary(name)
+        ret["comment"] = plan.summary(tree.base_dir)
         return ret
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = plan.summary(name, would=True)
+        ret["comment"] = (f"Release {release} would be fetched through the swarm ({wanted['size']} bytes); "
+                          if fetched else "") + plan.summary(tree.base_dir, would=True)
         return ret
+    if fetched:
+        try:
+            __salt__["murder.fetch"](app=app, release=release, base_dir=tree.base_dir)
+            plan = tree.plan_activation(release, shared=shared, keep=keep)
+        except (MurderError, SaltInvocationError, CommandExecutionError) as exc:
+            ret["changes"] = {"fetched": release} if tree.has(release) else {}
+            return _failed(ret, exc, changed=bool(ret["changes"]))
 
     check = None
     if check_cmd:
@@ -158,8 +195,9 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     except MurderError as exc:
         ret["changes"] = _changes_after_error(tree, plan)
         return _failed(ret, exc, changed=bool(ret["changes"]))
-    ret["changes"] = done.changes()
-    ret["comment"] = done.summary(name, checked=check is not None)
+    ret["changes"] = dict(fetched, **done.changes())
+    ret["comment"] = ("Fetched through the swarm; " if fetched else "") + done.summary(
+        tree.base_dir, checked=check is not None)
     ret["result"] = not done.check_failed
     return ret
 

@@ -53,7 +53,7 @@ class Lab:
         self.top = pathlib.Path(top)
         # The Python the daemons and tools run on, and its bin/ with Salt's scripts.
         self.python = pathlib.Path(python or sys.executable)
-        self.snippet = snippet if snippet is not None else master_snippet()
+        self.snippet = snippet if snippet is not None else master_snippet(store_dir=self.top / "master" / "store")
         self.master_address = master_address
         self.publish_port = publish_port
         self.ret_port = ret_port

@@ -14,10 +14,18 @@ from murder_core.errors import InvalidInput
 # unpacked into releases/): ".staging-<name>-<random>". Never a finished release.
 STAGING_PREFIX = ".staging-"
 
+# The directory under the engine's store fileserver/ that the master's file server
+# serves: salt://murder-published/<app>/<release>.json is what a minion fetches with.
+FILESERVER_PREFIX = "murder-published"
+
 # Event tags. ``{deploy_id}`` and ``{minion}`` are filled in by the sender.
 TAG_DEPLOY_REQUEST = "murder/deploy/request"
 TAG_DEPLOY_START = "murder/deploy/{deploy_id}/start"
+TAG_DEPLOY_PROGRESS = "murder/deploy/{deploy_id}/progress"
 TAG_DEPLOY_COMPLETE = "murder/deploy/{deploy_id}/complete"
+# The runner asks the engine (publish, deploy) and the engine answers under the request's id.
+TAG_ENGINE_REQUEST = "murder/engine/request"
+TAG_ENGINE_REPLY = "murder/engine/reply/{request_id}"
 TAG_PEER_PROGRESS = "murder/peer/{deploy_id}/{minion}/progress"
 TAG_PEER_DONE = "murder/peer/{deploy_id}/{minion}/done"
 TAG_PEER_FAILED = "murder/peer/{deploy_id}/{minion}/failed"
@@ -68,6 +76,13 @@ DEFAULTS = {
     # libtorrent settings applied over the datacenter profile (murder_core/profile.py),
     # e.g. {piece_extent_affinity: true}; for tuning, with care.
     "libtorrent": {},
+    # (master) Where the engine keeps published releases and deploy records;
+    # "" means <cachedir>/murder. Its fileserver/ is in the snippet's file_roots.
+    "store_dir": "",
+    # (master) Published releases kept (and seeded) per app; older ones are removed.
+    "keep_published": 3,
+    # (master) Port of the engine's Prometheus metrics on seeder_address; 0: off.
+    "metrics_port": 0,
     # Archive members left out of a packed directory.
     "excludes": [".git"],
 }

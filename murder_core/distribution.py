@@ -1,19 +1,15 @@
-"""The master's side of a deploy: pack, torrent, tracker and seeder.
+"""The master's names and addresses for a deploy: release and deploy ids, the seeder's address, the tracker.
 
-A :class:`Distribution` is a context manager: entering it packs the source,
-makes the torrent, starts the tracker (unless an external ``tracker_url``
-is configured) and the seeder; leaving it stops both and removes the work
-directory, also when the deploy failed.
+The engine (``murder_core.engine``) owns the tracker and seeders for as
+long as releases are published; this module only names things and starts
+the tracker on the right port.
 """
-import base64
 import datetime
 import logging
-import os
 import secrets
-import shutil
 import socket
 
-from murder_core import config, pack, swarm, torrent
+from murder_core import config
 from murder_core.errors import MurderError
 from murder_core.tracker import Tracker
 
@@ -52,101 +48,18 @@ def default_address(interface):
         probe.close()
 
 
-class Distribution:
-    """Pack a release and serve it to the swarm for the length of a deploy."""
-
-    def __init__(self, *, source, app, release, workdir, address, settings):
-        self.app = config.check_app_name(app)
-        self.release = config.check_release_name(release)
-        self.source = source
-        self.workdir = workdir
-        self.address = address
-        self.settings = settings
-        self.artifact = None
-        self.torrent = None
-        self.info = None
-        self.tracker = None
-        self.seeder = None
-
-    def _option(self, key):
-        return self.settings.get(key, config.DEFAULTS[key])
-
-    def __enter__(self):
+def start_tracker(address, settings):
+    """Start our tracker on ``address`` at ``tracker_port``, or the next free port above it."""
+    first = int(settings.get("tracker_port", config.DEFAULTS["tracker_port"]))
+    last_error = None
+    for port in range(first, first + TRACKER_PORT_RETRIES + 1) if first else [0]:
+        candidate = Tracker(
+            host=address, port=port,
+            interval=int(settings.get("announce_interval", config.DEFAULTS["announce_interval"])),
+            max_peers=int(settings.get("max_peers_per_announce", config.DEFAULTS["max_peers_per_announce"])),
+        )
         try:
-            self._prepare()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _start_tracker(self):
-        first = int(self._option("tracker_port"))
-        last_error = None
-        for port in range(first, first + TRACKER_PORT_RETRIES + 1) if first else [0]:
-            candidate = Tracker(
-                host=self.address, port=port,
-                interval=int(self._option("announce_interval")),
-                max_peers=int(self._option("max_peers_per_announce")),
-            )
-            try:
-                return candidate.start()
-            except MurderError as exc:
-                last_error = exc
-        raise MurderError(f"no free tracker port from {first}: {last_error}")
-
-    def _prepare(self):
-        os.makedirs(self.workdir, exist_ok=True)
-        name = f"{self.app}-{self.release}.tar.zst"
-        self.artifact = pack.pack(
-            self.source, os.path.join(self.workdir, name), excludes=self._option("excludes")
-        )
-        external = self._option("tracker_url")
-        if external:
-            trackers = [external]
-        else:
-            self.tracker = self._start_tracker()
-            trackers = [self.tracker.url]
-        self.torrent = torrent.make_torrent(self.artifact.path, trackers, self._option("piece_size"))
-        self.info = torrent.describe(self.torrent)
-        if self.tracker:
-            self.tracker.serve(*self.info.tracker_keys)
-        first, last = int(self._option("peer_port_first")), int(self._option("peer_port_last"))
-        self.seeder = swarm.Seeder(
-            self.torrent, self.artifact.path,
-            listen=f"{self.address}:{first}", port_retries=max(last - first, 0),
-            upload_rate_limit=int(self._option("upload_rate_limit")),
-            super_seeding=bool(self._option("super_seeding")),
-            libtorrent=self._option("libtorrent"),
-        )
-        log.info("deploy of %s %s: %d bytes, info-hash %s, seeder %s:%s",
-                 self.app, self.release, self.artifact.size, self.info.info_hash,
-                 self.address, self.seeder.listen_port)
-
-    @property
-    def seeder_endpoint(self):
-        return f"{self.address}:{self.seeder.listen_port}"
-
-    def peer_arguments(self):
-        """What every ``murder.peer`` call needs, as plain data for an event."""
-        return {
-            "torrent": base64.b64encode(self.torrent).decode("ascii"),
-            "sha256": self.artifact.sha256,
-            "size": self.artifact.size,
-            "info_hash": self.info.info_hash,
-            "seeders": [self.seeder_endpoint],
-        }
-
-    def close(self):
-        if self.seeder is not None:
-            # Our own tracker stops next, so the seeder need not tell it; an
-            # external tracker is told, so it stops handing out this seeder.
-            self.seeder.close(announce_stop=self.tracker is None)
-            self.seeder = None
-        if self.tracker is not None:
-            self.tracker.stop()
-            self.tracker = None
-        if self.workdir and os.path.isdir(self.workdir):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            return candidate.start()
+        except MurderError as exc:
+            last_error = exc
+    raise MurderError(f"no free tracker port from {first}: {last_error}")

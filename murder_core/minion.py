@@ -10,8 +10,6 @@ The cached artifact stays beside the releases so a second run of the same
 deploy downloads nothing (libtorrent checks the cached file and seeds it),
 and is removed with its release.
 """
-import base64
-import binascii
 import logging
 import os
 import shutil
@@ -25,16 +23,6 @@ log = logging.getLogger(__name__)
 CACHE_DIR = ".murder"
 # In .murder/<release>/: the SHA-256 of the artifact the release was unpacked from.
 CONTENT_RECORD = "sha256"
-
-
-def decode_torrent(torrent):
-    """Torrents travel in events as base64 text; return the raw bytes."""
-    if isinstance(torrent, bytes):
-        return torrent
-    try:
-        return base64.b64decode(torrent, validate=True)
-    except (binascii.Error, TypeError, ValueError) as exc:
-        raise InvalidInput("torrent must be base64 text of a .torrent file") from exc
 
 
 def artifact_dir(base_dir, release):
@@ -132,7 +120,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     fails before anything is fetched.
     """
     config.check_release_name(release)
-    torrent = decode_torrent(torrent)
+    torrent = torrent_mod.decode(torrent)
     target = release_dir(base_dir, release)
     downloads = artifact_dir(base_dir, release)
     check_same_content(base_dir, release, sha256)

@@ -405,18 +405,28 @@ class ReleaseTree:
 
     # Activation with shared links, a health check and clean-up.
 
-    def plan_activation(self, release, shared=None, keep=None):
+    def plan_activation(self, release, shared=None, keep=None, arriving=False):
         """Check everything activating ``release`` needs; return the :class:`Activation` it would do.
 
         Nothing on disk changes. Raises InvalidInput for a bad name, shared
         entry or keep, ReleaseError when ``current`` is not ours or the
         release is not on disk. ``keep=None`` plans no clean-up.
+        ``arriving`` plans for a release about to be fetched: not on disk
+        yet, every shared entry still to link, counted among the releases.
         """
         check_release_name(release)
         entries = _check_shared(shared)
         if keep is not None:
             _check_keep(keep)
         old = self.current()
+        if arriving:
+            removed = []
+            if keep is not None:
+                releases = sorted(set(self.releases()) | {release})
+                protected = {release, self.previous(release)}
+                removed = [name for name in releases[:-keep] if name not in protected]
+            return Activation(release=release, shared_entries=entries, keep=keep, old=old, current=release,
+                              shared=list(entries), removed=removed)
         if not self.has(release):
             raise ReleaseError(f"release {release} is not on disk at {self.release_dir(release)}")
         return Activation(

@@ -128,3 +128,59 @@ class DeployRequest:
 
 
 DEPLOY_ARGUMENTS = tuple(field.name for field in dataclasses.fields(DeployRequest))
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerRequest:
+    """What a minion needs to fetch one published release through the swarm.
+
+    The deploy's start event carries it to ``murder.peer`` (with
+    ``deploy_id``, ``timeout`` and ``progress_interval``); ``murder.fetch`` and
+    the ``murder.release`` state read it from the master's file server. Both
+    reach the minion only through Salt's authenticated, encrypted channel,
+    which is why the torrent and ``sha256`` in it can be trusted; a peer or
+    the tracker never supplies either.
+    """
+
+    app: str
+    release: str
+    torrent: str  # the .torrent, base64
+    sha256: str  # of the whole artifact, checked before unpacking
+    size: int
+    info_hash: str
+    seeders: tuple = ()  # "host:port" of the master's seeders, connected to at once
+    deploy_id: str = None
+    base_dir: str = None  # None: the minion's own murder: base_dir
+    timeout: float = None
+    progress_interval: float = None
+
+    @classmethod
+    def from_dict(cls, data, function="murder.peer"):
+        """Check an event's or a file's data (unknown keys refused) and return the request."""
+        check_names(function, data, PEER_ARGUMENTS)
+        given = {key: value for key, value in data.items() if key in PEER_ARGUMENTS and value is not None}
+        missing = [name for name in ("app", "release", "torrent", "sha256") if not given.get(name)]
+        if missing:
+            raise InvalidInput(f"{function} needs {', '.join(missing)} (the data of a published release)")
+        given["release"] = config.release_name(given["release"])
+        given["seeders"] = tuple(str(item) for item in given.get("seeders") or ())
+        request = cls(**given)
+        config.check_app_name(request.app)
+        config.check_release_name(request.release)
+        if not isinstance(request.sha256, str) or len(request.sha256) != 64:
+            raise InvalidInput(f"sha256 must be 64 hex digits, got {request.sha256!r}")
+        if request.base_dir is not None:
+            config.expand_base_dir(request.base_dir, request.app, "minion-id")
+        return request
+
+    def as_dict(self):
+        found = dataclasses.asdict(self)
+        found["seeders"] = list(self.seeders)
+        return {key: value for key, value in found.items() if value is not None}
+
+    def for_deploy(self, **fields):
+        """The same release, as one deploy hands it to ``murder.peer``."""
+        return dataclasses.replace(self, **fields)
+
+
+PEER_ARGUMENTS = tuple(field.name for field in dataclasses.fields(PeerRequest))

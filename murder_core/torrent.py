@@ -6,6 +6,8 @@ swarm. The whole-artifact SHA-256 is not part of the torrent; the deploy
 carries it beside the torrent through Salt's encrypted channel, and a peer
 checks the finished file against it before unpacking.
 """
+import base64
+import binascii
 import os
 from dataclasses import dataclass
 
@@ -94,3 +96,32 @@ def describe(torrent):
         num_pieces=info.num_pieces(),
         trackers=_trackers(torrent),
     )
+
+
+def encode(torrent):
+    """A torrent as text for an event or a JSON record (base64)."""
+    return base64.b64encode(torrent).decode("ascii")
+
+
+def decode(text):
+    """The torrent bytes of :func:`encode`'s text; InvalidInput when it is not base64."""
+    if isinstance(text, bytes):
+        return text
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise InvalidInput("torrent must be base64 text of a .torrent file") from exc
+
+
+def with_trackers(torrent, trackers):
+    """The same torrent announcing to ``trackers``: the info dict, and so the info-hash, is unchanged.
+
+    The engine's tracker may come back on another address or port after a
+    restart; the torrents it hands out name the one that runs.
+    """
+    decoded = lt.bdecode(torrent)
+    decoded.pop(b"announce-list", None)
+    decoded[b"announce"] = trackers[0].encode()
+    if len(trackers) > 1:
+        decoded[b"announce-list"] = [[url.encode()] for url in trackers]
+    return lt.bencode(decoded)

@@ -229,6 +229,7 @@ class Tracker:
         self.max_peers = max_peers
         self.peer_ttl = peer_ttl
         self._lock = threading.Lock()  # guards _swarms and everything in them
+        self.announces = 0  # answered, for the engine's metrics
         self._swarms = {}  # info-hash key -> _Swarm (aliases share one)
         self._life = threading.Lock()  # guards start/stop
         self._thread = None
@@ -420,6 +421,7 @@ class Tracker:
         address = (ip, port)
 
         with self._lock:
+            self.announces += 1
             swarm = self._swarms.get(info_hash)
             if swarm is None:
                 raise TrackerFailure(f"info-hash {info_hash.hex()} is not served by this tracker")

@@ -1,8 +1,8 @@
 """What a Salt master needs of murder, found where the package is: installed or a checkout.
 
-``setup.cfg`` installs the checkout's ``_modules``, ``_states`` and
-``_runners`` as sub-packages of this one (``modules``, ``states``,
-``runners``), and the reactor SLS (``reactor/``) and the state tree
+``setup.cfg`` installs the checkout's ``_modules``, ``_states``,
+``_runners`` and ``_engines`` as sub-packages of this one (``modules``,
+``states``, ``runners``, ``engines``), and the reactor SLS (``reactor/``) and the state tree
 (``salt/``) as its package data (``reactor``, ``state_tree``). Salt finds
 the loader modules through the ``salt.loader`` entry point
 (:func:`loader_dirs`), so a pip-installed master needs no ``module_dirs``;
@@ -16,19 +16,19 @@ their masters with exactly this.
 """
 import pathlib
 
-from murder_core import config
-
 _HERE = pathlib.Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parent.parent
 
 # Installed name (a sub-package of this one) -> the directory's name in a checkout.
-_LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners"}
+_LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners", "engines": "_engines"}
 _DATA = {"reactor": "reactor", "state_tree": "salt"}
 
 # The file name every wheel of this project starts with (PEP 427: name with '_').
 WHEEL_PREFIX = "murder_salt-"
 # Where Salt's file roots come from when the operator's master config names none.
 SALT_DEFAULT_FILE_ROOT = "/srv/salt"
+# The engine's store on a master with Salt's default cachedir.
+DEFAULT_STORE_DIR = "/var/cache/salt/master/murder"
 
 
 def _find(installed, checkout_name):
@@ -59,26 +59,27 @@ def data_dir(kind):
 def reactions():
     """The reactor entries: event tag -> the absolute path of its SLS (no file_roots needed)."""
     reactor = data_dir("reactor")
-    return [
-        {"murder/deploy/*/start": [str(reactor / "deploy_start.sls")]},
-        {config.TAG_DEPLOY_REQUEST: [str(reactor / "deploy_request.sls")]},
-    ]
+    return [{"murder/deploy/*/start": [str(reactor / "deploy_start.sls")]}]
 
 
-def master_snippet(wheel_dir=None):
+def master_snippet(wheel_dir=None, store_dir=DEFAULT_STORE_DIR):
     """The master configuration murder needs, as a dict, with the paths of this copy.
 
-    ``file_roots`` serves the state tree (``salt://murder/minion.sls``, …);
-    Salt merges the lists of every config file, and since a file that names
+    It enables the engine, names the reaction by absolute path, and sets a
+    ``file_roots`` that serves the state tree (``salt://murder/minion.sls``,
+    …), the engine's published releases (``salt://murder-published/…``, in
+    ``store_dir``) and, with ``wheel_dir``, the directory holding this
+    project's wheel, which the ``murder.minion`` state installs on minions.
+    Salt merges the lists of every config file; since a file that names
     ``file_roots`` replaces Salt's default, ``/srv/salt`` stays listed first.
-    ``wheel_dir`` is a directory holding this project's wheel, which the
-    ``murder.minion`` state installs on minions.
     """
-    roots = [SALT_DEFAULT_FILE_ROOT, str(data_dir("state_tree"))]
+    store_dir = str(pathlib.Path(store_dir).resolve())
+    roots = [SALT_DEFAULT_FILE_ROOT, str(data_dir("state_tree")), str(pathlib.Path(store_dir) / "fileserver")]
     if wheel_dir is not None:
         roots.append(str(pathlib.Path(wheel_dir).resolve()))
     return {
+        "engines": [{"murder": {}}],
         "reactor": reactions(),
         "file_roots": {"base": roots},
-        "murder": {},
+        "murder": {"store_dir": store_dir},
     }

@@ -10,12 +10,13 @@ import sys
 
 import yaml
 
-from murder_core.saltext import WHEEL_PREFIX, master_snippet
+from murder_core.saltext import DEFAULT_STORE_DIR, WHEEL_PREFIX, master_snippet
 
 HEADER = """\
 # murder for Salt: the master side, written by `python -m murder_core.saltext snippet`
 # with the paths of the copy installed in {python}.
-# reactor: the reactions, by absolute path; file_roots: the state tree (murder.minion, ...)
+# engines: the murder engine (tracker, seeders, deploys); reactor: the reaction, by absolute
+# path; file_roots: the state tree (murder.minion, ...), the published releases minions fetch
 # and the wheel the murder.minion state installs on minions; murder: settings (README).
 """
 
@@ -29,6 +30,8 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     snippet = commands.add_parser("snippet", help="print the master config snippet (YAML)")
     snippet.add_argument("--wheel-dir", help="directory holding the murder_salt wheel, served to minions")
+    snippet.add_argument("--store-dir", default=DEFAULT_STORE_DIR,
+                         help=f"where the engine keeps published releases (default {DEFAULT_STORE_DIR})")
     args = parser.parse_args(argv)
 
     if args.wheel_dir is not None:
@@ -37,7 +40,7 @@ def main(argv=None):
             parser.error(f"--wheel-dir {args.wheel_dir} must hold exactly one {WHEEL_PREFIX}*.whl, "
                          f"found {found or 'none'}")
     sys.stdout.write(HEADER.format(python=sys.executable))
-    sys.stdout.write(yaml.safe_dump(master_snippet(args.wheel_dir), default_flow_style=False, sort_keys=False))
+    sys.stdout.write(yaml.safe_dump(master_snippet(args.wheel_dir, args.store_dir), default_flow_style=False, sort_keys=False))
     return 0
 
 

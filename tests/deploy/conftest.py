@@ -21,8 +21,8 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories):
-    overrides = master_snippet()
+def salt_master(salt_factories, tmp_path_factory):
+    overrides = master_snippet(store_dir=tmp_path_factory.mktemp("store"))
     overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
     factory = salt_factories.salt_master_daemon("murder-master", overrides=overrides)

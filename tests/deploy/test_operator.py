@@ -37,22 +37,38 @@ def test_a_release_name_reused_for_other_content_fails_and_changes_nothing(salt_
     ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
     assert ret.returncode == 0, ret.stdout
 
+    # The master refuses the name while it still has the release published...
     other = make_source(tmp_path / "v2", 2)
     ret = deploy(salt_run_cli, f"source={other}", "app=same", "release=r1", f"base_dir={app_root}")
-    assert ret.returncode != 0
-    assert ret.data["result"] is False
+    assert ret.returncode != 0 and ret.data["result"] is False
+    assert "release r1 of app same is already published with other content" in ret.data["error"]
+    assert_still_first(app_root)
+
+    # ... and each minion refuses it once the master no longer remembers it (keep_published: 3).
+    for number in (2, 3, 4):
+        published = salt_run_cli.run("murder.publish", f"source={make_source(tmp_path / f'p{number}', number)}",
+                                     "app=same", f"release=r{number}")
+        assert published.returncode == 0 and published.data["changed"] is True, published.stdout
+    listed = salt_run_cli.run("murder.published", "app=same")
+    assert [item["release"] for item in listed.data["published"]] == ["r4", "r3", "r2"], listed.stdout
+    ret = deploy(salt_run_cli, f"source={other}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode != 0 and ret.data["result"] is False
     for minion in MINIONS:
         report = ret.data["minions"][minion]
         assert report["state"] == "failed" and report["activated"] is False, report
         assert "release r1 on this host holds different content" in report["comment"]
         assert "deploy under a new release name" in report["comment"]
+    assert_still_first(app_root)
+    # The same content under the same name stays a no-op.
+    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode == 0 and ret.data["changed"] is False, ret.stdout
+
+
+def assert_still_first(app_root):
+    for minion in MINIONS:
         root = where(app_root, minion, "same")
         assert open(os.path.join(root, "current", "conf", "app.yaml")).read() == "version: 1\n"
         assert sorted(os.listdir(os.path.join(root, ".murder", "r1"))) == ["same-r1.tar.zst", "sha256"]
-
-    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
-    assert ret.returncode == 0, ret.stdout
-    assert ret.data["changed"] is False
 
 
 def test_without_base_dir_each_minion_uses_its_own_setting(salt_run_cli, own_base_dir, tmp_path):

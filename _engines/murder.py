@@ -1,0 +1,108 @@
+"""The murder engine: the master's tracker, its seeders and its deploys, in a process of their own.
+
+Enabled by the master config the snippet writes (``python -m
+murder_core.saltext snippet``)::
+
+    engines:
+      - murder: {}
+
+Salt starts it with the master and starts it again if it dies. It serves
+every published release (one seeder each, the tracker, the file that lets a
+minion fetch it) and runs the deploys that ``salt-run murder.deploy`` and
+``murder/deploy/request`` events ask for, so a deploy goes on when
+``salt-run`` is interrupted. The work is :class:`murder_core.engine.Engine`;
+this module only connects it to Salt: the master's event bus, target
+resolution and the activation job. Its settings are the master's ``murder:``
+section, overlaid by the engine's own config (``murder: {keep_published: 5}``
+under ``engines:``).
+"""
+import logging
+import os
+
+import salt.client
+import salt.utils.event
+import salt.utils.minions
+
+try:
+    from murder_core import config, distribution, engine as engine_core, metrics
+    from murder_core.errors import InvalidInput
+
+    HAS_CORE, CORE_ERROR = True, ""
+except ImportError as exc:  # the package (or libtorrent) is not installed in Salt's Python
+    HAS_CORE, CORE_ERROR = False, str(exc)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "murder"
+# Seconds a busy minion gets to say its activation job is still running.
+GATHER_JOB_TIMEOUT = 30
+PID_FILE = "engine.pid"
+
+
+def __virtual__():
+    if not HAS_CORE:
+        return (False, f"the murder engine needs the murder-salt package and libtorrent in Salt's Python: {CORE_ERROR}")
+    return __virtualname__
+
+
+def _running():
+    """The loop's condition; a test replaces it to run a few passes."""
+    return True
+
+
+def settings(opts, overrides=None):
+    """The master's murder settings: defaults, then ``murder:`` in the master config, then the engine's own."""
+    found = dict(config.DEFAULTS)
+    found.update(opts.get("murder") or {})
+    found.update(overrides or {})
+    found["store_dir"] = found.get("store_dir") or os.path.join(opts["cachedir"], "murder")
+    return found
+
+
+def _expected_minions(opts):
+    def expected(tgt, tgt_type):
+        found = salt.utils.minions.CkMinions(opts).check_minions(tgt, tgt_type)
+        minions = found.get("minions", []) if isinstance(found, dict) else list(found)
+        if not minions:
+            raise InvalidInput(f"target {tgt!r} ({tgt_type}) matches no minion: nothing deployed")
+        return sorted(minions)
+
+    return expected
+
+
+def _activate(opts):
+    def activate(minions, kwargs, timeout):
+        client = salt.client.get_local_client(mopts=opts)
+        returns = client.cmd(minions, "murder.activate", kwarg=kwargs, tgt_type="list", timeout=timeout,
+                             full_return=True, gather_job_timeout=GATHER_JOB_TIMEOUT)
+        return returns or {}
+
+    return activate
+
+
+def start(**engine_config):
+    """Run the engine until the master stops; Salt calls this in the engine's process."""
+    opts = __opts__  # noqa: F821 pylint: disable=undefined-variable
+    found = settings(opts, engine_config)
+    address = found["seeder_address"] or distribution.default_address(opts.get("interface"))
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+        engine = engine_core.Engine(
+            settings=found, store=found["store_dir"], address=address,
+            fire=lambda tag, data: bus.fire_event(data, tag),
+            expected_minions=_expected_minions(opts), activate=_activate(opts),
+        )
+        engine.start()
+        exporter = metrics.serve(engine, address, int(found["metrics_port"])) if found["metrics_port"] else None
+        pid_file = os.path.join(engine.store.root, PID_FILE)
+        with open(pid_file, "w", encoding="ascii") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            while _running():
+                event = bus.get_event(wait=0.2, full=True)
+                if event:
+                    engine.handle(event.get("tag", ""), event.get("data"))
+                engine.tick()
+        finally:
+            if exporter is not None:
+                exporter.shutdown()
+            engine.stop()

@@ -1,0 +1,191 @@
+"""One deploy's life in the engine: publish, serve, follow, activate, record.
+
+A :class:`Deploy` holds what the master knows about one deploy and makes
+every decision (who failed, who is silent, when distribution is over,
+whether to activate, the summary); the engine does the I/O it asks for.
+It reads a clock it is given and never sleeps, so a test drives it with a
+fake clock and fake events, without a master.
+"""
+import dataclasses
+import logging
+import time
+
+from murder_core import fleet, policy
+
+log = logging.getLogger(__name__)
+
+PUBLISHING, DISTRIBUTING, ACTIVATING = "publishing", "distributing", "activating"
+SUCCEEDED, FAILED, REFUSED = "succeeded", "failed", "refused"
+FINAL = (SUCCEEDED, FAILED, REFUSED)
+# Seconds between two progress lines of one deploy on the bus (and so on the salt-run console).
+PROGRESS_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class Deploy:
+    """One deploy of ``request`` (a ``request.DeployRequest``) to ``expected`` minions."""
+
+    deploy_id: str
+    request: object
+    expected: list
+    silence_timeout: float
+    progress_interval: float
+    clock: object = time.monotonic
+    wall: object = time.time
+
+    def __post_init__(self):
+        self.hosts = fleet.Fleet(self.expected)
+        self.state = PUBLISHING
+        self.started = self.clock()
+        self.started_at = self.wall()
+        self.deadline = self.started + float(self.request.timeout)
+        self.published = None  # the store.Published record, once packed
+        self.distribution_seconds = None
+        self.error = None
+        self._last_line = None
+        self._said = []
+
+    # What the peers are told.
+
+    @property
+    def needed(self):
+        return min(self.request.min_success or len(self.expected), len(self.expected))
+
+    def peer_progress_interval(self):
+        """The floor of every peer's progress interval for this fleet (``policy.fleet_progress_interval``)."""
+        return policy.fleet_progress_interval(len(self.expected))
+
+    def distributing(self, published):
+        """The release is packed and seeded; the start event is going out now."""
+        self.published = published
+        self.state = DISTRIBUTING
+        self.hosts.expect_word(self.clock())
+
+    # Following.
+
+    def record(self, minion, kind, payload):
+        """Apply one peer event; a failure is said on the console."""
+        if self.state != DISTRIBUTING:
+            return
+        if self.hosts.record(minion, kind, payload, now=self.clock()) and kind == "failed":
+            self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
+
+    def tick(self):
+        """Advance the clock-driven verdicts; True once distribution is over (every minion finished)."""
+        if self.state != DISTRIBUTING:
+            return False
+        now = self.clock()
+        if now >= self.deadline:
+            late = self.hosts.time_out("did not finish before the deploy's timeout (is the minion up?)")
+            if late:
+                self.say(f"timed out waiting for {', '.join(late)}")
+        slowest = max(self.peer_progress_interval(), float(self.progress_interval))
+        for minion in self.hosts.fail_silent(now, policy.silence_limit(self.silence_timeout, slowest)):
+            self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
+        if self._last_line is None or now - self._last_line >= PROGRESS_SECONDS:
+            self._last_line = now
+            self.say(self.hosts.progress_line())
+        if self.hosts.all_finished():
+            self.distribution_seconds = round(self.clock() - self.started, 3)
+            self.say(self.hosts.progress_line())
+            return True
+        return False
+
+    def to_activate(self):
+        """The minions to activate, or None (then every finished host is told why not)."""
+        succeeded = self.hosts.succeeded()
+        if not self.request.activate:
+            return None
+        if len(succeeded) >= self.needed:
+            self.state = ACTIVATING
+            return succeeded
+        reason = (f"not activated: {len(succeeded)} of {len(self.expected)} minions have the release, "
+                  f"{self.needed} needed")
+        self.say(reason)
+        for state in self.hosts.minions.values():
+            if state.state == fleet.DONE:
+                state.comment = reason
+        return None
+
+    def activated(self, returns):
+        """Record the activation's answers: ``{minion: {"ret": ..., "retcode": ...}}`` (missing: no answer)."""
+        release = self.request.release
+        for minion in self.hosts.succeeded():
+            state = self.hosts.minions[minion]
+            answer = returns.get(minion)
+            if answer is None:
+                state.comment = "did not answer the activation"
+                self.say(f"{minion}: {state.comment}")
+                continue
+            ret = answer.get("ret")
+            if answer.get("retcode", 0) == 0 and isinstance(ret, dict) and ret.get("result", True):
+                state.activated = True
+                state.changed = state.changed or ret.get("old") != ret.get("new")
+                state.comment = ret.get("comment") or f"activated {release}"
+            else:
+                state.comment = f"activation failed: {ret.get('comment') if isinstance(ret, dict) else ret}"
+                self.say(f"{minion}: {state.comment}")
+
+    def fail(self, error):
+        """The deploy failed on the master (packing, the seeder, the engine stopping)."""
+        self.error = str(error)
+        for state in self.hosts.minions.values():
+            if not state.finished:
+                state.state, state.comment = fleet.FAILED, f"the deploy failed on the master: {self.error}"
+        self.say(f"deploy {self.deploy_id} failed on the master: {self.error}")
+
+    def finish(self):
+        """The deploy is over: settle its state and return the summary."""
+        summary = self.summary(final=True)
+        self.state = summary["state"]
+        return summary
+
+    # Reporting.
+
+    def say(self, message):
+        """Add a line for the operator's console."""
+        self._said.append(message)
+
+    def said(self):
+        """The console lines said since the last call."""
+        lines, self._said = self._said, []
+        return lines
+
+    def summary(self, final=False):
+        """The deploy as recorded and returned; ``result`` and the final ``state`` once ``final``."""
+        activate = self.request.activate
+        minions = self.hosts.report(activate)
+        found = {"deploy_id": self.deploy_id, "app": self.request.app, "release": self.request.release,
+                 "tgt": self.request.tgt, "tgt_type": self.request.tgt_type, "started": self.started_at,
+                 "state": self.state, "minions": minions, "seconds": round(self.clock() - self.started, 3)}
+        if self.published is not None:
+            found.update(info_hash=self.published.info_hash, size=self.published.size)
+        if self.distribution_seconds is not None:
+            found["distribution_seconds"] = self.distribution_seconds
+        if self.error:
+            found["error"] = self.error
+        if not final:
+            return found
+        result = (not self.error and bool(minions) and all(m["result"] for m in minions.values()))
+        found.update(result=result, changed=any(m["changed"] for m in minions.values()),
+                     state=SUCCEEDED if result else FAILED)
+        return found
+
+
+def refused(deploy_id, app, release, error, wall=time.time):
+    """The record of a deploy that could not start."""
+    return {"deploy_id": deploy_id, "app": app, "release": release, "state": REFUSED, "result": False,
+            "changed": False, "started": wall(), "seconds": 0.0, "minions": {}, "error": str(error)}
+
+
+def interrupted(record, why):
+    """A deploy record left unfinished by an engine that stopped: failed, with the reason."""
+    record = dict(record)
+    record["state"], record["result"], record["changed"] = FAILED, False, False
+    record["error"] = why
+    for minion in record.get("minions", {}).values():
+        if minion.get("state") not in (fleet.FAILED, fleet.TIMED_OUT):
+            minion["result"] = False
+            if not minion.get("activated"):
+                minion["comment"] = why
+    return record
