@@ -22,7 +22,7 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, request
+    from murder_core import config, pack, request
     from murder_core.errors import InvalidInput
     from murder_core.store import Store
 
@@ -96,6 +96,16 @@ def _progress(message):
         jid_event.fire_event({"message": message}, "progress")
 
 
+def _check_source(source, settings):
+    """The operator must be able to read what they deploy: checked here, with salt-run's own rights."""
+    if not isinstance(source, str) or not os.path.exists(source):
+        return  # the engine names a missing source or argument, and records the refusal
+    try:
+        pack.check_source(source, settings["excludes"])
+    except InvalidInput as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
 def _engine_running(store):
     try:
         with open(os.path.join(store.root, "engine.pid"), encoding="ascii") as handle:
@@ -159,6 +169,7 @@ def publish(source=None, app=None, release=None, timeout=None, **kwargs):
         salt-run murder.publish source=/srv/builds/myapp app=myapp release=v42
     """
     _checked("murder.publish", kwargs, PUBLISH_ARGUMENTS)
+    _check_source(source, _settings())
     arguments = {key: value for key, value in (("source", source), ("app", app), ("release", release))
                  if value is not None}
     with _bus() as bus:
@@ -242,6 +253,7 @@ def deploy(*args, **kwargs):
     arguments = dict(zip(request.DEPLOY_ARGUMENTS, args))
     arguments.update((key, value) for key, value in kwargs.items() if not key.startswith("__"))
     settings = _settings()
+    _check_source(arguments.get("source"), settings)
     with _bus() as bus:
         answer = _ask(bus, "deploy", arguments, ENGINE_ANSWER_SECONDS)
         deploy_id = answer.get("deploy_id")

@@ -83,6 +83,31 @@ def _tarinfo(name, st, kind, linkname=""):
     return info
 
 
+def check_source(source, excludes=(".git",), read_files=True):
+    """Raise InvalidInput unless the caller can pack ``source``: it exists, is readable and not empty.
+
+    With ``read_files`` every file and directory in it is checked too (no
+    byte is read). ``salt-run`` calls it with the operator's own rights
+    before the engine, which may run with more, packs anything.
+    """
+    source = os.path.abspath(source)
+    if not os.path.exists(source):
+        raise InvalidInput(f"release source {source} does not exist")
+    if not os.access(source, os.R_OK):
+        raise InvalidInput(f"release source {source} is not readable")
+    if not os.path.isdir(source):
+        return
+    found = False
+    for _, full in _walk(source, tuple(excludes or ())):
+        found = True
+        if not read_files:
+            break
+        if not os.path.islink(full) and not os.access(full, os.R_OK):
+            raise InvalidInput(f"cannot pack {full}: Permission denied")
+    if not found:
+        raise InvalidInput(f"release source {source} is empty")
+
+
 def _walk(root, excludes):
     """Yield (relative path, full path) of every entry, sorted, excludes left out."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -141,13 +166,8 @@ def pack(source, artifact, excludes=(".git",), compression="zstd"):
     if compression not in ("zstd", "none"):
         raise InvalidInput(f"unknown compression {compression!r}: use 'zstd' or 'none'")
     source = os.path.abspath(source)
-    if not os.path.exists(source):
-        raise InvalidInput(f"release source {source} does not exist")
-    if not os.access(source, os.R_OK):
-        raise InvalidInput(f"release source {source} is not readable")
-    if os.path.isdir(source) and not any(True for _ in _walk(source, excludes)):
-        raise InvalidInput(f"release source {source} is empty")
     excludes = tuple(excludes or ())
+    check_source(source, excludes, read_files=False)
 
     parent = os.path.dirname(os.path.abspath(artifact))
     os.makedirs(parent, exist_ok=True)

@@ -16,6 +16,7 @@ Destructive cases start minions of their own with :func:`start_minion`
 deploy names its minions as an explicit list.
 """
 import concurrent.futures
+import hashlib
 import contextlib
 import os
 import pathlib
@@ -204,3 +205,9 @@ def tmpfs(path, size):
         unmounted = subprocess.run(["umount", path], capture_output=True, text=True, check=False)
         if unmounted.returncode != 0:
             subprocess.run(["umount", "-l", path], check=False)
+
+
+@pytest.fixture
+def app(request):
+    """An app name of this test's own: the master's engine keeps each published release name for one content."""
+    return "shop-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]

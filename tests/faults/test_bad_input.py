@@ -65,12 +65,12 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_deploy_input_is_refused_and_writes_nothing(
-    case, salt_master, salt_run_cli, app_root, tmp_path, event_listener
+    app, case, salt_master, salt_run_cli, app_root, tmp_path, event_listener
 ):
     make, message = CASES[case]
-    arguments = {"source": make_small_source(tmp_path / "good", 1), "app": "shop", "base_dir": app_root}
+    arguments = {"source": make_small_source(tmp_path / "good", 1), "app": app, "base_dir": app_root}
     arguments.update(make(tmp_path))
-    work = os.path.join(salt_master.config["cachedir"], "murder", "work")
+    work = os.path.join(salt_master.config["murder"]["store_dir"], "work")
     before = time.time()
 
     command = salt_run_cli.cmdline(
@@ -89,7 +89,7 @@ def test_bad_deploy_input_is_refused_and_writes_nothing(
     assert not event_listener.get_events([(salt_master.id, "murder/deploy/*/start")], after_time=before)
 
 
-def test_minion_without_libtorrent_is_named_at_once(start_minion, salt_cli, salt_run_cli, app_root, tmp_path):
+def test_minion_without_libtorrent_is_named_at_once(app, start_minion, salt_cli, salt_run_cli, app_root, tmp_path):
     shim = tmp_path / "no-libtorrent"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text('import sys\nsys.modules["libtorrent"] = None  # no libtorrent here\n')
@@ -100,7 +100,7 @@ def test_minion_without_libtorrent_is_named_at_once(start_minion, salt_cli, salt
     assert "the libtorrent Python bindings are not installed" in ret.stdout
 
     timeout = 60
-    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", ["fault-a", bare.id], "r1", app_root,
+    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, ["fault-a", bare.id], "r1", app_root,
                  timeout=timeout)
 
     assert ret.returncode != 0
@@ -109,5 +109,5 @@ def test_minion_without_libtorrent_is_named_at_once(start_minion, salt_cli, salt
     assert f"{bare.id} failed:" in ret.stdout + ret.stderr
     assert ret.data["seconds"] < timeout / 2, "named only at the deadline"
     assert ret.data["minions"]["fault-a"]["activated"] is False
-    assert current(app_root, "fault-a", "shop") is None
-    assert not os.path.exists(base(app_root, bare.id, "shop"))
+    assert current(app_root, "fault-a", app) is None
+    assert not os.path.exists(base(app_root, bare.id, app))

@@ -29,17 +29,17 @@ def got_bytes(release):
 
 
 def test_minion_killed_mid_download_is_named_and_nothing_is_activated(
-    salt_master, start_minion, salt_run_cli, app_root, tmp_path, event_listener
+    app, salt_master, start_minion, salt_run_cli, app_root, tmp_path, event_listener
 ):
     victim = start_minion("fault-victim", settings=SLOW_SETTINGS)
     fleet = [*ORDINARY, victim.id]
-    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", fleet, "r1", app_root)
+    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, fleet, "r1", app_root)
     assert ret.returncode == 0, ret.stdout
 
     timeout = 60
     before = time.time()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(deploy, salt_run_cli, make_random_source(tmp_path / "v2", 6 * MiB, 2), "shop",
+        running = pool.submit(deploy, salt_run_cli, make_random_source(tmp_path / "v2", 6 * MiB, 2), app,
                               fleet, "r2", app_root, timeout=timeout)
         wait_for_event(event_listener, salt_master.id, f"murder/peer/*/{victim.id}/progress", before, 60,
                        where=got_bytes("r2"), what="first bytes on the victim")
@@ -57,39 +57,39 @@ def test_minion_killed_mid_download_is_named_and_nothing_is_activated(
         report = summary["minions"][minion]
         assert report["state"] == "done" and report["activated"] is False, report
         assert "not activated" in report["comment"]
-        assert finished_releases(app_root, minion, "shop") == ["r1", "r2"]
-        assert leftovers(app_root, minion, "shop") == []
+        assert finished_releases(app_root, minion, app) == ["r1", "r2"]
+        assert leftovers(app_root, minion, app) == []
     for minion in fleet:
-        assert current(app_root, minion, "shop") == "r1"
+        assert current(app_root, minion, app) == "r1"
     # The victim died mid-download: its partial download is no finished release.
-    assert finished_releases(app_root, victim.id, "shop") == ["r1"]
+    assert finished_releases(app_root, victim.id, app) == ["r1"]
 
 
 @pytest.mark.fault
-def test_a_live_but_slow_minion_is_named_at_the_deadline(start_minion, salt_run_cli, app_root, tmp_path):
+def test_a_live_but_slow_minion_is_named_at_the_deadline(app, start_minion, salt_run_cli, app_root, tmp_path):
     """It keeps reporting, so only the deadline ends the wait (the silence rule must not fire)."""
     slowpoke = start_minion("fault-slowpoke", settings=SLOW_SETTINGS)
     # 24 MiB at SLOW_RATE (1 MiB/s) needs 24 s: past silence_timeout (15 s), short of the deadline.
     timeout = 20
-    ret = deploy(salt_run_cli, make_random_source(tmp_path / "v1", 24 * MiB, 1), "shop", [slowpoke.id], "r1",
+    ret = deploy(salt_run_cli, make_random_source(tmp_path / "v1", 24 * MiB, 1), app, [slowpoke.id], "r1",
                  app_root, timeout=timeout)
     assert ret.returncode != 0
     report = ret.data["minions"][slowpoke.id]
     assert report["state"] == "timed out" and "timeout" in report["comment"], report
     assert f"timed out waiting for {slowpoke.id}" in ret.stdout + ret.stderr
-    assert finished_releases(app_root, slowpoke.id, "shop") == []
+    assert finished_releases(app_root, slowpoke.id, app) == []
 
 
 # 6m: the 4 MiB artifact fits, so the disk fills while the release is written out;
 # 2m: it cannot fit, and the minion refuses before downloading a byte.
 @pytest.mark.parametrize("disk", ["6m", "2m"])
-def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(salt_run_cli, app_root, tmp_path, disk):
+def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(app, salt_run_cli, app_root, tmp_path, disk):
     full = "fault-b"
-    with tmpfs(os.path.dirname(base(app_root, full, "shop")), disk):
-        ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", ORDINARY, "r1", app_root)
+    with tmpfs(os.path.dirname(base(app_root, full, app)), disk):
+        ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, ORDINARY, "r1", app_root)
         assert ret.returncode == 0, ret.stdout
 
-        ret = deploy(salt_run_cli, make_random_source(tmp_path / "v2", 4 * MiB, 2), "shop", ORDINARY, "r2",
+        ret = deploy(salt_run_cli, make_random_source(tmp_path / "v2", 4 * MiB, 2), app, ORDINARY, "r2",
                      app_root)
 
         assert ret.returncode != 0
@@ -97,17 +97,17 @@ def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(salt_run_cli, 
         assert report["state"] == "failed" and "No space left on device" in report["comment"], report
         assert f"{full} failed:" in ret.stdout + ret.stderr
         assert ret.data["minions"]["fault-a"]["activated"] is False
-        assert finished_releases(app_root, full, "shop") == ["r1"]
-        assert leftovers(app_root, full, "shop") == []
+        assert finished_releases(app_root, full, app) == ["r1"]
+        assert leftovers(app_root, full, app) == []
         for minion in ORDINARY:
-            assert current(app_root, minion, "shop") == "r1"
+            assert current(app_root, minion, app) == "r1"
 
 
-def test_failed_health_check_rolls_that_host_back_and_is_reported(salt_run_cli, app_root, tmp_path):
-    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", ORDINARY, "r1", app_root)
+def test_failed_health_check_rolls_that_host_back_and_is_reported(app, salt_run_cli, app_root, tmp_path):
+    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, ORDINARY, "r1", app_root)
     assert ret.returncode == 0, ret.stdout
     sick = "fault-b"
-    open(os.path.join(base(app_root, sick, "shop"), "unhealthy"), "w").close()
+    open(os.path.join(base(app_root, sick, app), "unhealthy"), "w").close()
     source = make_small_source(tmp_path / "v2", 2)
     # Shipped executables never run by being deployed: only the operator's check_cmd does.
     ran = tmp_path / "hook-ran"
@@ -115,7 +115,7 @@ def test_failed_health_check_rolls_that_host_back_and_is_reported(salt_run_cli, 
         hook.write(f"#!/bin/sh\ntouch {ran}\n")
     os.chmod(os.path.join(source, "bin", "post-deploy"), 0o755)
 
-    ret = deploy(salt_run_cli, source, "shop", ORDINARY, "r2", app_root,
+    ret = deploy(salt_run_cli, source, app, ORDINARY, "r2", app_root,
                  "check_cmd=test ! -e ../../unhealthy || { echo unhealthy >&2; exit 3; }", "check_timeout=20")
 
     assert ret.returncode != 0
@@ -127,8 +127,8 @@ def test_failed_health_check_rolls_that_host_back_and_is_reported(salt_run_cli, 
     assert "failed its health check and was rolled back" in report["comment"]
     assert "exited 3: unhealthy" in report["comment"]
     assert f"{sick}: activation failed" in ret.stdout + ret.stderr
-    assert current(app_root, "fault-a", "shop") == "r2"
-    assert current(app_root, sick, "shop") == "r1"
+    assert current(app_root, "fault-a", app) == "r2"
+    assert current(app_root, sick, app) == "r1"
     assert not ran.exists()
 
 
@@ -189,13 +189,13 @@ def test_the_same_deploy_twice_downloads_nothing_the_second_time(salt_run_cli, a
 
 
 def test_master_stopping_mid_deploy_leaves_minions_clean_and_the_next_deploy_works(
-    salt_master, salt_minions, salt_run_cli, salt_cli, app_root, tmp_path, event_listener
+    app, salt_master, salt_minions, salt_run_cli, salt_cli, app_root, tmp_path, event_listener
 ):
-    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), "shop", SLOW, "r1", app_root)
+    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, SLOW, "r1", app_root)
     assert ret.returncode == 0, ret.stdout
     before = time.time()
     command = salt_run_cli.cmdline(
-        "murder.deploy", f"source={make_random_source(tmp_path / 'v2', 6 * MiB, 2)}", "app=shop",
+        "murder.deploy", f"source={make_random_source(tmp_path / 'v2', 6 * MiB, 2)}", f"app={app}",
         f"tgt={','.join(SLOW)}", "tgt_type=list", "release=r2", f"base_dir={app_root}", "timeout=120",
     )
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -210,12 +210,12 @@ def test_master_stopping_mid_deploy_leaves_minions_clean_and_the_next_deploy_wor
         try:
             stopped = time.monotonic()
             for minion in SLOW:
-                wait_until(lambda: not leftovers(app_root, minion, "shop"),
+                wait_until(lambda: not leftovers(app_root, minion, app),
                            SLOW_SETTINGS["stall_timeout"] + 20, f"{minion} giving up and cleaning up")
             assert time.monotonic() - stopped < SLOW_SETTINGS["stall_timeout"] + 20
             for minion in SLOW:
-                assert current(app_root, minion, "shop") == "r1"
-                assert finished_releases(app_root, minion, "shop") == ["r1"]
+                assert current(app_root, minion, app) == "r1"
+                assert finished_releases(app_root, minion, app) == ["r1"]
         finally:
             salt_master.start(start_timeout=120)
     finally:
@@ -226,8 +226,8 @@ def test_master_stopping_mid_deploy_leaves_minions_clean_and_the_next_deploy_wor
         return isinstance(answers, dict) and all(answers.get(minion) is True for minion in salt_minions)
 
     wait_until(all_answer, 90, "every minion answering the restarted master")
-    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v3", 3), "shop", SLOW, "r3", app_root)
+    ret = deploy(salt_run_cli, make_small_source(tmp_path / "v3", 3), app, SLOW, "r3", app_root)
     assert ret.returncode == 0, ret.stdout
     for minion in SLOW:
-        assert current(app_root, minion, "shop") == "r3"
-        assert leftovers(app_root, minion, "shop") == []
+        assert current(app_root, minion, app) == "r3"
+        assert leftovers(app_root, minion, app) == []
