@@ -262,7 +262,7 @@ def deploy(*args, **kwargs):
         timeout = float(arguments.get("timeout") or settings["timeout"])
         try:
             summary = _follow(bus, deploy_id, time.monotonic() + timeout + FOLLOW_GRACE_SECONDS)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # salt-run's own Ctrl-C handler exits with SystemExit
             message = (f"salt-run was interrupted; deploy {deploy_id} goes on in the murder engine: "
                        f"salt-run murder.status deploy_id={deploy_id}")
             _progress(message)

@@ -36,6 +36,10 @@ def __virtual__():
     return __virtualname__
 
 
+# What a fetch reports in the state's changes.
+FETCH_FIGURES = ("seconds", "bytes_from_seeder", "bytes_from_peers", "hash_failures")
+
+
 def _changes_after_error(tree, plan):
     """What changed when a step failed half way: only ``current`` can be known for sure."""
     try:
@@ -141,7 +145,8 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
 
     Changes are ``{"current": {"old": ..., "new": ...}}``, plus ``shared`` (the
     entries linked), ``removed`` (the releases removed) and ``fetched`` (the
-    release fetched through the swarm) when there are any. The check runs
+    release fetched through the swarm, with its ``bytes_from_seeder`` and
+    ``bytes_from_peers``) when there are any. The check runs
     only when ``current`` switched.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
@@ -167,7 +172,7 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     except (MurderError, SaltInvocationError, CommandExecutionError) as exc:
         return _failed(ret, exc)
 
-    fetched = {"fetched": release} if wanted is not None else {}
+    fetched = {"fetched": {"release": release}} if wanted is not None else {}
     ret["changes"] = dict(fetched, **plan.changes())
     if not plan.changes_anything and not fetched:
         ret["result"] = True
@@ -180,10 +185,11 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
         return ret
     if fetched:
         try:
-            __salt__["murder.fetch"](app=app, release=release, base_dir=tree.base_dir)
+            report = __salt__["murder.fetch"](app=app, release=release, base_dir=tree.base_dir)
+            fetched["fetched"].update({key: report[key] for key in FETCH_FIGURES})
             plan = tree.plan_activation(release, shared=shared, keep=keep)
         except (MurderError, SaltInvocationError, CommandExecutionError) as exc:
-            ret["changes"] = {"fetched": release} if tree.has(release) else {}
+            ret["changes"] = fetched if tree.has(release) else {}
             return _failed(ret, exc, changed=bool(ret["changes"]))
 
     check = None
