@@ -1,10 +1,12 @@
 """`make demo`: a real deploy on an embedded master and three minions, no root needed.
 
-Starts a salt-master and three salt-minions under a temporary directory, all
-on 127.0.0.1, configured with the shipped master snippet
-(``salt/master.d/murder.conf``); deploys a sample app with
-``salt-run murder.deploy``; shows ``current`` on each minion; then stops
-every daemon it started (by PID) and removes the directory.
+Starts a salt-master (with the murder engine) and three salt-minions under
+a temporary directory, all on 127.0.0.1, configured with the shipped
+master snippet (``murder_core.saltext.master_snippet``); deploys a sample
+app with ``salt-run murder.deploy``; publishes its next release and lets a
+highstate (``murder.release`` with ``fetch: True``) fetch it through the
+swarm; shows ``current`` on each minion after each; then stops every
+daemon it started (by PID) and removes the directory.
 """
 import argparse
 import os
@@ -29,9 +31,9 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def sample_app(path):
+def sample_app(path, version):
     (path / "bin").mkdir(parents=True)
-    (path / "bin" / "hello").write_text("#!/bin/sh\necho 'hello from murder for Salt'\n")
+    (path / "bin" / "hello").write_text(f"#!/bin/sh\necho 'hello from murder for Salt, {version}'\n")
     (path / "bin" / "hello").chmod(0o755)
     (path / "static").mkdir()
     for index in range(20):
@@ -40,14 +42,50 @@ def sample_app(path):
     return path
 
 
+# The highstate of the demo: keep /…/fleet/<minion>/hello on the release pillar names, fetched through the swarm.
+RELEASE_SLS = """\
+{{ pillar['hello']['base_dir'] }}:
+  murder.release:
+    - app: hello
+    - release: {{ pillar['hello']['release'] | yaml_encode }}
+    - fetch: True
+"""
+
+
+def show_current(top):
+    for minion_id in MINIONS:
+        current = top / "fleet" / minion_id / "hello" / "current"
+        target = os.readlink(current) if current.is_symlink() else "(none)"
+        said = ""
+        if current.exists():
+            said = subprocess.run([current / "bin" / "hello"], capture_output=True, text=True).stdout.strip()
+        print(f"{minion_id}: current -> {target}   bin/hello says: {said}", flush=True)
+
+
+def state_tree(top, base_dir, release):
+    """A state tree and pillar for the highstate; returns (file_roots entry, pillar_roots entry)."""
+    states, pillar = top / "states", top / "pillar"
+    for directory in (states, pillar):
+        directory.mkdir(parents=True)
+        (directory / "top.sls").write_text("base:\n  'demo-*':\n    - hello\n")
+    (states / "hello.sls").write_text(RELEASE_SLS)
+    (pillar / "hello.sls").write_text(f"hello:\n  base_dir: {base_dir!r}\n  release: {release!r}\n")
+    return str(states), str(pillar)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the temporary directory for a look")
     args = parser.parse_args()
 
     top = pathlib.Path(tempfile.mkdtemp(prefix="murder-demo-"))
+    base_dir = str(top / "fleet" / "{minion}" / "{app}")
+    states, pillar = state_tree(top, base_dir, "v2")
     lab = Lab(top, master_address="127.0.0.1", publish_port=free_port(), ret_port=free_port(),
-              murder_master=dict(LOOPBACK, tracker_port=free_port()), murder_minion=LOOPBACK)
+              murder_master=dict(LOOPBACK, tracker_port=free_port()), murder_minion=LOOPBACK,
+              master_extra={"pillar_roots": {"base": [pillar]}})
+    lab.snippet["file_roots"]["base"].append(states)
+    failed = 0
     try:
         with lab:
             lab.start_master()
@@ -56,21 +94,24 @@ def main():
             print(f"== embedded master and {len(MINIONS)} minions under {top} (all on 127.0.0.1)", flush=True)
             lab.wait_for_minions()
 
-            source = sample_app(top / "build" / "hello-app")
-            base_dir = str(top / "fleet" / "{minion}" / "{app}")
-            print(f"== salt-run murder.deploy source={source} app=hello tgt='demo-*'", flush=True)
-            deploy = subprocess.run(lab.command("salt-run", "murder.deploy", f"source={source}", "app=hello",
-                                                "tgt=demo-*", f"base_dir={base_dir}", "timeout=120"))
-            print("== current on each minion", flush=True)
-            for minion_id in MINIONS:
-                current = top / "fleet" / minion_id / "hello" / "current"
-                target = os.readlink(current) if current.is_symlink() else "(none)"
-                said = ""
-                if current.exists():
-                    said = subprocess.run([current / "bin" / "hello"], capture_output=True, text=True).stdout.strip()
-                print(f"{minion_id}: current -> {target}   bin/hello says: {said}", flush=True)
+            source = sample_app(top / "build" / "hello-v1", "v1")
+            print(f"== 1. salt-run murder.deploy source={source} app=hello release=v1 tgt='demo-*'", flush=True)
+            failed |= subprocess.run(lab.command("salt-run", "murder.deploy", f"source={source}", "app=hello",
+                                                 "release=v1", "tgt=demo-*", f"base_dir={base_dir}",
+                                                 "timeout=120")).returncode
+            show_current(top)
+
+            source = sample_app(top / "build" / "hello-v2", "v2")
+            print(f"== 2. salt-run murder.publish source={source} app=hello release=v2", flush=True)
+            failed |= subprocess.run(lab.command("salt-run", "murder.publish", f"source={source}", "app=hello",
+                                                 "release=v2")).returncode
+            print("== 3. salt 'demo-*' state.highstate  (pillar hello:release is v2; murder.release fetch: True)",
+                  flush=True)
+            failed |= subprocess.run(lab.command("salt", "--state-output=changes", "demo-*",
+                                                 "state.highstate")).returncode
+            show_current(top)
         print("== demo daemons stopped", flush=True)
-        return deploy.returncode
+        return 1 if failed else 0
     finally:
         if args.keep:
             print(f"== left {top} in place")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .conftest import LOOPBACK, MINIONS, REPO, make_source
+from .conftest import LOOPBACK, MINIONS, make_source
 
 pytestmark = pytest.mark.usefixtures("salt_minions")
 

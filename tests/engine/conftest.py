@@ -9,6 +9,7 @@ serves a state tree and pillar of the test's own beside the snippet's
 import os
 import pathlib
 import shutil
+import socket
 
 import pytest
 
@@ -27,10 +28,17 @@ def engine_trees(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, tmp_path_factory, engine_trees):
+def metrics_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, tmp_path_factory, engine_trees, metrics_port):
     states, pillar = engine_trees
     overrides = master_snippet(store_dir=tmp_path_factory.mktemp("engine-store"))
-    overrides["murder"] = dict(overrides["murder"], **SETTINGS)
+    overrides["murder"] = dict(overrides["murder"], metrics_port=metrics_port, **SETTINGS)
     overrides["file_roots"]["base"].append(str(states))
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True,
                       "pillar_roots": {"base": [str(pillar)]}})

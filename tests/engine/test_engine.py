@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from saltfactories.utils.tempfiles import temp_file
@@ -258,3 +259,18 @@ def test_an_engine_killed_mid_deploy_is_restarted_and_fails_that_deploy(salt_mas
     for minion in MINIONS:
         assert current(fleet_root, minion, "restarted") == "releases/r2"
     assert os.listdir(store_dir / "work") == []
+
+
+def test_the_engine_exposes_its_swarms_for_prometheus(salt_run_cli, salt_cli, metrics_port, fleet_root, tmp_path):
+    publish(salt_run_cli, make_release(tmp_path / "m1", 1), "scraped", "m1")
+    ret = salt_cli.run("murder.fetch", "app=scraped", "release=m1", f"base_dir={fleet_root / 'x'}",
+                       minion_tgt=MINIONS[0])
+    assert ret.returncode == 0, ret.stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        scraped = answer.read().decode()
+    figures = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in scraped.splitlines() if line.startswith("murder_")}
+    assert figures["murder_published_releases"] >= 1
+    assert figures['murder_bytes_served_total{app="scraped",release="m1"}'] > 0
+    assert 'murder_swarm_peers{app="scraped",release="m1",state="complete"}' in figures
+    assert figures["murder_tracker_announces_total"] > 0

@@ -28,7 +28,6 @@ Fixtures, for tests and for later additions (more minions, a reactor):
 ``salt_cli`` / ``salt_run_cli``
     ``salt`` and ``salt-run`` on the master.
 """
-import pathlib
 
 import pytest
 from saltfactories.utils import random_string

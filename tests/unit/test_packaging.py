@@ -7,7 +7,6 @@ import sys
 import pytest
 import yaml
 
-from murder_core import config
 from murder_core.saltext import loader_dirs, master_snippet
 
 
@@ -23,12 +22,15 @@ def test_salt_loader_entry_point_points_at_the_loader_modules():
 def test_master_snippet_names_the_reactions_by_absolute_path_and_serves_the_state_tree():
     snippet = master_snippet()
     reactions = {tag: sls for entry in snippet["reactor"] for tag, sls in entry.items()}
-    assert set(reactions) == {"murder/deploy/*/start", config.TAG_DEPLOY_REQUEST}
+    # Deploy requests go to the engine itself; the start of a deploy runs murder.peer through the reactor.
+    assert set(reactions) == {"murder/deploy/*/start"}
     for paths in reactions.values():
         assert len(paths) == 1 and os.path.isabs(paths[0]) and os.path.isfile(paths[0]), paths
+    assert snippet["engines"] == [{"murder": {}}]
     roots = snippet["file_roots"]["base"]
     assert roots[0] == "/srv/salt"  # a file_roots of ours must not hide Salt's default one
     assert os.path.isfile(os.path.join(roots[1], "murder", "minion.sls"))
+    assert roots[2] == os.path.join(snippet["murder"]["store_dir"], "fileserver")  # salt://murder-published/
     assert "module_dirs" not in snippet  # the entry point loads the modules
 
 

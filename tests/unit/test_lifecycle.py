@@ -1,0 +1,130 @@
+"""A deploy's life (``lifecycle.Deploy``) and the published releases (``store.Store``), without a master."""
+import pytest
+
+from murder_core import config, lifecycle
+from murder_core.errors import InvalidInput
+from murder_core.request import DeployRequest, PeerRequest
+from murder_core.store import Store
+
+MINIONS = ["m1", "m2", "m3"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_deploy(clock, **changes):
+    arguments = dict(source="/srv/builds/shop", app="shop", tgt="m*", release="r1", timeout=60)
+    arguments.update(changes)
+    asked = DeployRequest.from_arguments(arguments, dict(config.DEFAULTS), lambda: "r0")
+    deploy = lifecycle.Deploy("shop-r1-abc", asked, MINIONS, silence_timeout=10, progress_interval=2,
+                              clock=clock, wall=lambda: 1.0)
+    deploy.distributing(published=None)
+    return deploy
+
+
+def test_every_host_done_then_activated_succeeds():
+    clock = Clock()
+    deploy = make_deploy(clock)
+    for minion in MINIONS:
+        deploy.record(minion, "done", {"seconds": 1.0, "size": 10, "changed": True})
+    assert deploy.tick() is True
+    assert deploy.to_activate() == MINIONS and deploy.state == lifecycle.ACTIVATING
+    deploy.activated({m: {"ret": {"old": None, "new": "r1", "comment": "now current"}, "retcode": 0} for m in MINIONS})
+    summary = deploy.finish()
+    assert summary["result"] is True and summary["state"] == lifecycle.SUCCEEDED and summary["changed"] is True
+    assert all(m["activated"] for m in summary["minions"].values())
+
+
+def test_a_silent_minion_fails_after_the_silence_limit_and_nothing_is_activated():
+    clock = Clock()
+    deploy = make_deploy(clock)
+    deploy.record("m1", "done", {"seconds": 1.0})
+    deploy.record("m2", "done", {"seconds": 1.0})
+    clock.now += 9.9
+    assert deploy.tick() is False
+    clock.now += 0.2
+    assert deploy.tick() is True
+    assert any(line.startswith("m3 failed: no word from the minion for 10 s") for line in deploy.said())
+    assert deploy.to_activate() is None
+    summary = deploy.finish()
+    assert summary["result"] is False and summary["minions"]["m3"]["state"] == "failed"
+    assert "not activated: 2 of 3" in summary["minions"]["m1"]["comment"]
+
+
+def test_the_deadline_times_out_a_minion_that_keeps_reporting():
+    clock = Clock()
+    deploy = make_deploy(clock, timeout=30)
+    for _ in range(16):
+        clock.now += 2
+        deploy.record("m1", "progress", {"bytes_done": 1, "size": 10})
+        deploy.record("m2", "done", {})
+        deploy.record("m3", "done", {})
+        finished = deploy.tick()
+    assert finished and deploy.hosts.minions["m1"].state == "timed out"
+
+
+def test_a_failure_on_the_master_fails_every_unfinished_host():
+    deploy = make_deploy(Clock())
+    deploy.record("m1", "done", {})
+    deploy.fail("cannot pack: disk full")
+    summary = deploy.finish()
+    assert summary["result"] is False and summary["error"] == "cannot pack: disk full"
+    assert summary["minions"]["m2"]["comment"] == "the deploy failed on the master: cannot pack: disk full"
+
+
+def test_an_interrupted_record_is_failed_with_the_reason():
+    deploy = make_deploy(Clock())
+    record = lifecycle.interrupted(deploy.summary(), "the engine stopped")
+    assert record["state"] == "failed" and record["result"] is False and record["error"] == "the engine stopped"
+    assert {m["comment"] for m in record["minions"].values()} == {"the engine stopped"}
+
+
+# The store of published releases.
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(str(tmp_path / "store"))
+
+
+def source(tmp_path, name, text):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "app.txt").write_text(text)
+    return str(path)
+
+
+def test_publish_records_serves_and_prunes_beyond_keep(store, tmp_path):
+    first = source(tmp_path, "one", "1")
+    record, changed, removed = store.publish(first, "shop", "r1", trackers=["http://127.0.0.1:1/announce"], keep=2)
+    assert changed is True and removed == [] and store.get("shop", "r1") == record
+    assert store.publish(first, "shop", "r1", trackers=["http://127.0.0.1:1/announce"], keep=2)[1] is False
+    with pytest.raises(InvalidInput, match="already published with other content"):
+        store.publish(source(tmp_path, "other", "2"), "shop", "r1", trackers=["http://x/announce"], keep=2)
+    for number in (2, 3):
+        store.publish(source(tmp_path, f"v{number}", str(number)), "shop", f"r{number}",
+                      trackers=["http://127.0.0.1:1/announce"], keep=2)
+    assert [r.release for r in store.published("shop")] == ["r3", "r2"]
+    assert store.get("shop", "r1") is None
+    assert store.clean_work() == []  # nothing left behind by the packs
+
+
+def test_offer_writes_what_a_minion_fetches_with_the_running_tracker(store, tmp_path):
+    record, _, _ = store.publish(source(tmp_path, "one", "1"), "shop", "r1",
+                                 trackers=["http://10.9.9.9:8998/announce"], keep=3)
+    offered = store.offer(record, ["127.0.0.1:6881"], ["http://127.0.0.1:9000/announce"])
+    path = tmp_path / "store" / "fileserver" / config.FILESERVER_PREFIX / "shop" / "r1.json"
+    read = PeerRequest.from_dict(__import__("json").loads(path.read_text()), "murder.fetch")
+    assert read == offered and read.sha256 == record.sha256 and read.info_hash == record.info_hash
+    assert read.seeders == ("127.0.0.1:6881",)
+
+
+@pytest.mark.bad_input
+def test_a_peer_request_with_an_unknown_key_is_refused():
+    with pytest.raises(InvalidInput, match="murder.peer does not take bogus"):
+        PeerRequest.from_dict({"app": "a", "release": "r", "torrent": "x", "sha256": "0" * 64, "bogus": 1})
