@@ -330,6 +330,9 @@ class Engine:
         self._speak(deploy)
         self._fire(config.TAG_DEPLOY_COMPLETE.format(deploy_id=deploy.deploy_id), summary)
         log.info("deploy %s %s", deploy.deploy_id, summary["state"])
+        packing = self._publishing or any(r.deploy.state == lifecycle.PUBLISHING for r in self.deploys.values())
+        if not packing:  # whatever a crashed or interrupted pack left behind
+            self.store.clean_work()
 
     def _speak(self, deploy):
         for line in deploy.said():
