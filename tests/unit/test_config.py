@@ -98,6 +98,12 @@ def test_salt_and_event_keys_pass_the_name_check():
     assert request(__pub_jid="1", __user__="Reactor", _stamp="now").release == "r1"
 
 
+def test_the_readme_lists_the_deploy_arguments_in_their_order():
+    readme = (REPO / "README.md").read_text()
+    assert "by name or in this order: " + ", ".join(f"`{name}`" for name in DEPLOY_ARGUMENTS) in " ".join(
+        readme.split())
+
+
 def test_the_runner_docstring_lists_every_deploy_argument():
     text = (REPO / "_runners" / "murder.py").read_text()
     docs = text[text.index("def deploy("):text.index("CLI Example:", text.index("def deploy("))]
