@@ -154,11 +154,11 @@ class Engine:
     def handle(self, tag, data):
         """One event of the master's bus."""
         data = data if isinstance(data, dict) else {}
-        if tag == config.TAG_ENGINE_REQUEST:
+        # Requests fired by a minion arrive with its "id": only the master may publish or deploy.
+        if tag == config.TAG_ENGINE_REQUEST and "id" not in data:
             self._request(data)
-        elif tag == config.TAG_DEPLOY_REQUEST:
-            if "id" not in data:  # fired by a minion: only the master may deploy
-                self._accept_deploy(data, request_id=None)
+        elif tag == config.TAG_DEPLOY_REQUEST and "id" not in data:
+            self._accept_deploy(data, request_id=None)
         elif tag.startswith("murder/peer/"):
             self._peer_event(tag, data)
         elif tag.startswith("salt/job/") and "/ret/" in tag:
