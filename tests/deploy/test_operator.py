@@ -36,6 +36,9 @@ def test_a_release_name_reused_for_other_content_fails_and_changes_nothing(salt_
     first = make_source(tmp_path / "v1", 1)
     ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
     assert ret.returncode == 0, ret.stdout
+    # The same content under the same name is a no-op.
+    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
+    assert ret.returncode == 0 and ret.data["changed"] is False, ret.stdout
 
     # The master refuses the name while it still has the release published...
     other = make_source(tmp_path / "v2", 2)
@@ -59,9 +62,6 @@ def test_a_release_name_reused_for_other_content_fails_and_changes_nothing(salt_
         assert "release r1 on this host holds different content" in report["comment"]
         assert "deploy under a new release name" in report["comment"]
     assert_still_first(app_root)
-    # The same content under the same name stays a no-op.
-    ret = deploy(salt_run_cli, f"source={first}", "app=same", "release=r1", f"base_dir={app_root}")
-    assert ret.returncode == 0 and ret.data["changed"] is False, ret.stdout
 
 
 def assert_still_first(app_root):
