@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import secrets
+import sys
 import time
 
 import salt.client
@@ -22,7 +23,7 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, pack, request
+    from murder_core import config, lifecycle, pack, request
     from murder_core.errors import InvalidInput
     from murder_core.store import Store
 
@@ -38,6 +39,7 @@ PUBLISH_ARGUMENTS = ("source", "app", "release", "timeout")
 PUBLISHED_ARGUMENTS = ("app",)
 ROLLBACK_ARGUMENTS = ("app", "tgt", "tgt_type", "base_dir", "release", "timeout")
 STATUS_ARGUMENTS = ("deploy_id",)
+WAIT_ARGUMENTS = ("request_id", "timeout")
 # Seconds the engine has to take a request before the runner gives up on it.
 ENGINE_ANSWER_SECONDS = 30
 # Seconds past a deploy's own timeout that the runner waits for its end.
@@ -90,7 +92,17 @@ def _store():
 
 
 def _progress(message):
+    """A line for the operator: a salt-run progress event, or stderr when stdout is one document.
+
+    salt-run prints each progress event as a document of its own, so with
+    ``--out=json`` (or yaml) stdout would not parse as one; the lines then go
+    to stderr, where a CI log still shows them.
+    """
     log.info("%s", message)
+    if __opts__.get("output") in ("json", "yaml"):
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+        return
     jid_event = globals().get("__jid_event__")
     if jid_event is not None:
         jid_event.fire_event({"message": message}, "progress")
@@ -239,6 +251,8 @@ def deploy(*args, **kwargs):
     shared, check_cmd, check_timeout
         Passed to ``murder.activate`` (shared entries, health check; the
         check is a shell command, as a string).
+    request_id
+        A name for this request, for ``salt-run murder.wait request_id=<id>``.
 
     CLI Example:
 
@@ -285,6 +299,51 @@ def _follow(bus, deploy_id, deadline):
             _progress(data["message"])
         elif tag.endswith("/complete"):
             return dict(data)
+
+
+@_reported
+def wait(request_id=None, timeout=None, **kwargs):
+    """
+    Wait for the deploy of a request (``murder/deploy/request`` with a ``request_id``) and return its summary.
+
+    ``salt-run`` exits 0 only when that deploy succeeded: non-zero when it
+    failed, was refused (a missing source, a bad name, an unknown argument:
+    reported at once), did not end within ``timeout``, or no request of
+    that id reached the engine within ``timeout`` (at most 30 s for that).
+
+    request_id
+        The ``request_id`` the request carried.
+    timeout
+        Seconds to wait (default: the ``timeout`` setting plus two minutes).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run event.send murder/deploy/request '{"source": "/srv/builds/myapp", "app": "myapp", "tgt": "web*", "request_id": "ci-1234"}'
+        salt-run murder.wait request_id=ci-1234
+    """
+    _checked("murder.wait", kwargs, WAIT_ARGUMENTS)
+    try:
+        request_id = request.check_request_id(request_id)
+    except InvalidInput as exc:
+        raise SaltInvocationError(f"murder.wait needs the request_id of a deploy request: {exc}") from exc
+    wait_for = float(timeout) if timeout is not None else float(_settings()["timeout"]) + FOLLOW_GRACE_SECONDS
+    deadline = time.monotonic() + wait_for
+    store = _store()
+    with _bus() as bus:  # listening before the record is read: its end cannot slip between
+        record = store.deploy_by_request(request_id)
+        known_by = min(deadline, time.monotonic() + ENGINE_ANSWER_SECONDS)
+        while record is None and time.monotonic() < known_by:
+            _next(bus, "murder/deploy/", min(known_by, time.monotonic() + 0.5))
+            record = store.deploy_by_request(request_id)
+        if record is None:
+            raise CommandExecutionError(f"no deploy request {request_id!r} is known to this master "
+                                        f"(salt-run murder.status lists the recent ones)")
+        if record.get("state") not in lifecycle.FINAL:
+            record = _follow(bus, record["deploy_id"], deadline)
+    record = dict(record, retcode=0 if record.get("result") else 1)
+    return record
 
 
 @_reported
@@ -368,9 +427,12 @@ def status(deploy_id=None, **kwargs):
         if found is None:
             raise SaltInvocationError(f"no deploy {deploy_id!r} is known to this master")
         return found
-    deploys = [{
-        "deploy_id": item["deploy_id"], "app": item["app"], "release": item["release"],
-        "state": item["state"], "started": item["started"],
-        "minions": {m: s.get("state") for m, s in item.get("minions", {}).items()},
-    } for item in store.deploys()]
+    deploys = []
+    for item in store.deploys():
+        line = {"deploy_id": item["deploy_id"], "app": item["app"], "release": item["release"],
+                "state": item["state"], "started": item["started"],
+                "minions": {m: s.get("state") for m, s in item.get("minions", {}).items()}}
+        if item.get("error"):
+            line["error"] = item["error"]
+        deploys.append(line)
     return {"deploys": deploys}

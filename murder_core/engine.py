@@ -30,6 +30,7 @@ import time
 
 from murder_core import config, distribution, lifecycle, swarm, torrent as torrent_mod
 from murder_core.errors import InvalidInput, MurderError
+from murder_core import request
 from murder_core.request import DeployRequest, check_names
 from murder_core.store import Store
 
@@ -253,7 +254,11 @@ class Engine:
             config.check_release_name(release)
         except InvalidInput:
             release = distribution.new_release_id()
-        record = lifecycle.refused(distribution.new_deploy_id(app, release), app, release, exc)
+        try:
+            asked_id = request.check_request_id(arguments.get("request_id"))
+        except InvalidInput:
+            asked_id = None  # a request_id that is not a plain name cannot be waited for
+        record = lifecycle.refused(distribution.new_deploy_id(app, release), app, release, exc, request_id=asked_id)
         self.store.save_deploy(record)
         self.outcomes[record["state"]] += 1
         self._fire(config.TAG_DEPLOY_COMPLETE.format(deploy_id=record["deploy_id"]), record)

@@ -158,6 +158,8 @@ class Deploy:
         found = {"deploy_id": self.deploy_id, "app": self.request.app, "release": self.request.release,
                  "tgt": self.request.tgt, "tgt_type": self.request.tgt_type, "started": self.started_at,
                  "state": self.state, "minions": minions, "seconds": round(self.clock() - self.started, 3)}
+        if self.request.request_id is not None:
+            found["request_id"] = self.request.request_id
         if self.published is not None:
             found.update(info_hash=self.published.info_hash, size=self.published.size)
         if self.distribution_seconds is not None:
@@ -172,10 +174,13 @@ class Deploy:
         return found
 
 
-def refused(deploy_id, app, release, error, wall=time.time):
-    """The record of a deploy that could not start."""
-    return {"deploy_id": deploy_id, "app": app, "release": release, "state": REFUSED, "result": False,
-            "changed": False, "started": wall(), "seconds": 0.0, "minions": {}, "error": str(error)}
+def refused(deploy_id, app, release, error, request_id=None, wall=time.time):
+    """The record of a deploy that could not start (``murder.wait`` finds it by ``request_id``)."""
+    found = {"deploy_id": deploy_id, "app": app, "release": release, "state": REFUSED, "result": False,
+             "changed": False, "started": wall(), "seconds": 0.0, "minions": {}, "error": str(error)}
+    if request_id is not None:
+        found["request_id"] = request_id
+    return found
 
 
 def interrupted(record, why):

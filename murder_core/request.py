@@ -9,9 +9,12 @@ packed or sent, with the closest accepted name suggested: a misspelled
 """
 import dataclasses
 import difflib
+import re
 
 from murder_core import config
 from murder_core.errors import InvalidInput
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_names(function, given, accepted):
@@ -31,6 +34,14 @@ def check_names(function, given, accepted):
         f"{function} does not take {', '.join(named)}: nothing was done. "
         f"It takes: {', '.join(accepted)}"
     )
+
+
+def check_request_id(request_id):
+    """Return ``request_id`` if it is a plain name (as a release name is), else raise InvalidInput."""
+    request_id = config.release_name(request_id)
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise InvalidInput(f"invalid request_id {request_id!r}: use 1 to 64 letters, digits, '.', '_' or '-'")
+    return request_id
 
 
 def _whole(name, value, least):
@@ -76,6 +87,8 @@ class DeployRequest:
     shared: list = None
     check_cmd: str = None
     check_timeout: float = None
+    # A CI job's name for its request: ``salt-run murder.wait request_id=<id>`` finds the deploy by it.
+    request_id: str = None
 
     @classmethod
     def from_arguments(cls, arguments, settings, new_release_id):
@@ -113,6 +126,8 @@ class DeployRequest:
         if self.shared is not None and (isinstance(self.shared, str) or not isinstance(self.shared, (list, tuple))):
             raise InvalidInput(f"shared must be a list of paths relative to shared/, got {self.shared!r}")
         config.check_command(self.check_cmd)
+        if self.request_id is not None:
+            check_request_id(self.request_id)
         if self.check_timeout is not None:
             _seconds("check_timeout", self.check_timeout)
         _seconds("silence_timeout", settings["silence_timeout"])

@@ -217,6 +217,13 @@ class Store:
                     found.append(record)
         return sorted(found, key=lambda d: d.get("started", 0), reverse=True)
 
+    def deploy_by_request(self, request_id):
+        """The newest deploy record of a request (``request_id``), or None."""
+        for record in self.deploys():
+            if record.get("request_id") == request_id:
+                return record
+        return None
+
     def clean_work(self, keep=()):
         """Remove work directories (interrupted packs, deploys no longer running) except ``keep``."""
         removed = []

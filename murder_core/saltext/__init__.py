@@ -77,9 +77,13 @@ def master_snippet(wheel_dir=None, store_dir=DEFAULT_STORE_DIR):
     roots = [SALT_DEFAULT_FILE_ROOT, str(data_dir("state_tree")), str(pathlib.Path(store_dir) / "fileserver")]
     if wheel_dir is not None:
         roots.append(str(pathlib.Path(wheel_dir).resolve()))
-    return {
+    snippet = {
         "engines": [{"murder": {}}],
         "reactor": reactions(),
         "file_roots": {"base": roots},
-        "murder": {"store_dir": store_dir},
     }
+    # A key set here replaces the same key of /etc/salt/master: the operator's own murder
+    # settings stay there untouched unless the store is not where the engine looks by default.
+    if store_dir != str(pathlib.Path(DEFAULT_STORE_DIR).resolve()):
+        snippet["murder"] = {"store_dir": store_dir}
+    return snippet

@@ -7,6 +7,7 @@ that is not a string, and misspelled arguments, on the CLI and through the
 """
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -175,3 +176,42 @@ def send_request(salt_master, salt_run_cli, event_listener, request):
                                             timeout=180)
     assert events.found_all_events, "no murder/deploy/*/complete event"
     return next(iter(events.matches)).data
+
+
+def send(salt_run_cli, request):
+    ret = salt_run_cli.run("event.send", "murder/deploy/request", f"data={json.dumps(request)}")
+    assert ret.returncode == 0, ret.stdout
+
+
+def test_a_ci_job_waits_for_its_request_and_gets_the_outcome_as_exit_code(salt_run_cli, app_root, tmp_path):
+    good = {"source": make_source(tmp_path / "v1", 1), "app": "ci", "tgt": TARGET, "tgt_type": "list",
+            "release": "r1", "base_dir": app_root, "timeout": 120, "request_id": "ci-good"}
+    send(salt_run_cli, good)
+    ret = salt_run_cli.run("murder.wait", "request_id=ci-good")
+    assert ret.returncode == 0 and ret.data["result"] is True and ret.data["request_id"] == "ci-good", ret.stdout
+
+    sick = dict(good, source=make_source(tmp_path / "v2", 2), release="r2", check_cmd="exit 3",
+                request_id="ci-sick")
+    send(salt_run_cli, sick)
+    ret = salt_run_cli.run("murder.wait", "request_id=ci-sick")
+    assert ret.returncode != 0 and ret.data["result"] is False and ret.data["state"] == "failed", ret.stdout
+
+
+@pytest.mark.bad_input
+def test_waiting_for_a_refused_or_unknown_request_fails(salt_run_cli, app_root, tmp_path):
+    send(salt_run_cli, {"source": str(tmp_path / "missing"), "app": "ci", "tgt": TARGET, "request_id": "ci-lost"})
+    ret = salt_run_cli.run("murder.wait", "request_id=ci-lost")
+    assert ret.returncode != 0 and ret.data["state"] == "refused", ret.stdout
+    assert "does not exist on the master" in ret.data["error"]
+    ret = salt_run_cli.run("murder.wait", "request_id=ci-never-sent", "timeout=3")
+    assert ret.returncode != 0 and "no deploy request 'ci-never-sent' is known" in ret.stdout
+
+
+def test_salt_run_out_json_prints_one_document(salt_run_cli, app_root, tmp_path):
+    command = salt_run_cli.cmdline("murder.deploy", f"source={make_source(tmp_path / 'v1', 1)}", "app=jsonout",
+                                   f"tgt={TARGET}", "tgt_type=list", "release=r1", f"base_dir={app_root}",
+                                   "timeout=120")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=salt_run_cli.environ)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)  # one document: progress lines are not printed with --out=json
+    assert summary["result"] is True and set(summary["minions"]) == set(MINIONS)

@@ -47,7 +47,8 @@ def lab(tmp_path_factory, operator_python, bare_python, wheel_dir):
     top = tmp_path_factory.mktemp("op-lab")
     # Run where an operator is, not in the checkout (python -m would import the checkout's copy).
     printed = subprocess.run([str(operator_python), "-m", "murder_core.saltext", "snippet", "--wheel-dir",
-                              str(wheel_dir)], capture_output=True, text=True, timeout=60, check=True, cwd=top).stdout
+                              str(wheel_dir), "--store-dir", str(top / "store")],
+                             capture_output=True, text=True, timeout=60, check=True, cwd=top).stdout
     snippet = yaml.safe_load(printed)
     site = pathlib.Path(operator_python).parents[1]
     for entry in snippet["reactor"]:

@@ -30,7 +30,11 @@ def test_master_snippet_names_the_reactions_by_absolute_path_and_serves_the_stat
     roots = snippet["file_roots"]["base"]
     assert roots[0] == "/srv/salt"  # a file_roots of ours must not hide Salt's default one
     assert os.path.isfile(os.path.join(roots[1], "murder", "minion.sls"))
-    assert roots[2] == os.path.join(snippet["murder"]["store_dir"], "fileserver")  # salt://murder-published/
+    assert roots[2] == "/var/cache/salt/master/murder/fileserver"  # salt://murder-published/, the default store
+    assert "murder" not in snippet  # would replace the operator's murder: settings in /etc/salt/master
+    elsewhere = master_snippet(store_dir="/data/murder")
+    assert elsewhere["murder"] == {"store_dir": "/data/murder"}
+    assert elsewhere["file_roots"]["base"][2] == "/data/murder/fileserver"
     assert "module_dirs" not in snippet  # the entry point loads the modules
 
 
