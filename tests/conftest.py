@@ -6,6 +6,7 @@ one bad input and pass when it is rejected cleanly. Only tests that ran
 count: a skipped or deselected one does not; an error in its set-up counts
 as tried and not passed.
 """
+import contextlib
 import pathlib
 import shutil
 import tempfile
@@ -101,3 +102,19 @@ def app_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
     yield str(root / "{minion}" / "{app}")
     shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def started_minions(salt_master, minion_ids, overrides):
+    """Start one minion per id with ``overrides(minion_id)``; stop every one started, also on failure."""
+    started = []
+    try:
+        for minion_id in minion_ids:
+            factory = salt_master.salt_minion_daemon(minion_id, overrides=overrides(minion_id))
+            factory.slow_stop = False  # stopped with SIGKILL: nothing of a test minion needs a clean stop
+            factory.start(start_timeout=120)
+            started.append(factory)
+        yield started
+    finally:
+        for factory in started:
+            factory.terminate()

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from murder_core.saltext import master_snippet
+from tests.conftest import started_minions
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MINIONS = ("murder-m1", "murder-m2", "murder-m3")
@@ -41,23 +42,9 @@ def own_base_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def salt_minions(salt_master, own_base_dir):
-    factories = [
-        salt_master.salt_minion_daemon(
-            minion_id,
-            overrides={"murder": dict(LOOPBACK, base_dir=own_base_dir), "master": "127.0.0.1"},
-        )
-        for minion_id in MINIONS
-    ]
-    started = []
-    try:
-        for factory in factories:
-            factory.slow_stop = False
-            factory.start(start_timeout=120)
-            started.append(factory)
+    settings = {"murder": dict(LOOPBACK, base_dir=own_base_dir), "master": "127.0.0.1"}
+    with started_minions(salt_master, MINIONS, lambda minion_id: settings) as factories:
         yield factories
-    finally:
-        for factory in started:
-            factory.terminate()
 
 
 def make_source(path, version):

@@ -14,6 +14,7 @@ import socket
 import pytest
 
 from murder_core.saltext import master_snippet
+from tests.conftest import started_minions
 from tests.deploy.conftest import LOOPBACK
 
 MINIONS = ("eng-1", "eng-2", "eng-3")
@@ -54,17 +55,8 @@ def minion_overrides():
 
 @pytest.fixture(scope="session")
 def salt_minions(salt_master):
-    factories = [salt_master.salt_minion_daemon(minion, overrides=minion_overrides()) for minion in MINIONS]
-    started = []
-    try:
-        for factory in factories:
-            factory.slow_stop = False
-            factory.start(start_timeout=120)
-            started.append(factory)
+    with started_minions(salt_master, MINIONS, lambda minion_id: minion_overrides()) as factories:
         yield factories
-    finally:
-        for factory in started:
-            factory.terminate()
 
 
 @pytest.fixture
