@@ -74,6 +74,15 @@ def _reported(function):
     return wrapper
 
 
+def _shown(ret, function):
+    """``ret`` for the salt-run console: through the murder outputter (``_output/murder.py``) when salt-run
+    runs ``function`` itself and no ``--out`` was asked for; as it is for --out=json, orchestrate and reactors.
+    """
+    if __opts__.get("fun") == f"murder.{function}" and not __opts__.get("output"):
+        return {"data": ret, "outputter": "murder"}  # salt-run still exits with data's retcode
+    return ret
+
+
 def _checked(function, kwargs, accepted):
     try:
         request.check_names(function, kwargs, accepted)
@@ -92,20 +101,13 @@ def _store():
 
 
 def _progress(message):
-    """A line for the operator: a salt-run progress event, or stderr when stdout is one document.
+    """One line for the operator on stderr: stdout stays the summary alone (one JSON document with --out=json).
 
-    salt-run prints each progress event as a document of its own, so with
-    ``--out=json`` (or yaml) stdout would not parse as one; the lines then go
-    to stderr, where a CI log still shows them.
+    Salt's own progress events would print as a block each, on stdout.
     """
     log.info("%s", message)
-    if __opts__.get("output") in ("json", "yaml"):
-        sys.stderr.write(f"{message}\n")
-        sys.stderr.flush()
-        return
-    jid_event = globals().get("__jid_event__")
-    if jid_event is not None:
-        jid_event.fire_event({"message": message}, "progress")
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
 
 
 def _check_source(source, settings):
@@ -251,6 +253,16 @@ def deploy(*args, **kwargs):
     shared, check_cmd, check_timeout
         Passed to ``murder.activate`` (shared entries, health check; the
         check is a shell command, as a string).
+    batch, canary, batch_wait
+        Activate in waves of ``batch`` hosts (``n`` or ``n%``), in the order of
+        sorted minion ids, the first wave ``canary`` hosts; each wave switches
+        ``current``, runs ``check_cmd`` and is answered before the next
+        starts, ``batch_wait`` seconds later (default 0). Default: one wave.
+    max_failures, on_failure
+        When more than ``max_failures`` hosts (default 0) fail their health
+        check or do not answer, no further wave starts and, with
+        ``on_failure=rollback`` (the default), every host this deploy switched
+        goes back to its previous release; ``on_failure=stop`` leaves them.
     request_id
         A name for this request, for ``salt-run murder.wait request_id=<id>``.
 
@@ -274,8 +286,9 @@ def deploy(*args, **kwargs):
         if not answer.get("result"):
             raise CommandExecutionError(answer.get("error") or f"the murder engine refused the deploy {deploy_id}")
         timeout = float(arguments.get("timeout") or settings["timeout"])
+        # Distribution, then the waves of activation, each bounded by the deploy's timeout.
         try:
-            summary = _follow(bus, deploy_id, time.monotonic() + timeout + FOLLOW_GRACE_SECONDS)
+            summary = _follow(bus, deploy_id, time.monotonic() + 3 * timeout + FOLLOW_GRACE_SECONDS)
         except (KeyboardInterrupt, SystemExit):  # salt-run's own Ctrl-C handler exits with SystemExit
             message = (f"salt-run was interrupted; deploy {deploy_id} goes on in the murder engine: "
                        f"salt-run murder.status deploy_id={deploy_id}")
@@ -283,7 +296,7 @@ def deploy(*args, **kwargs):
             return {"deploy_id": deploy_id, "result": False, "state": "following interrupted", "comment": message,
                     "retcode": 1}
     summary["retcode"] = 0 if summary.get("result") else 1
-    return summary
+    return _shown(summary, "deploy")
 
 
 def _follow(bus, deploy_id, deadline):
@@ -343,7 +356,7 @@ def wait(request_id=None, timeout=None, **kwargs):
         if record.get("state") not in lifecycle.FINAL:
             record = _follow(bus, record["deploy_id"], deadline)
     record = dict(record, retcode=0 if record.get("result") else 1)
-    return record
+    return _shown(record, "wait")
 
 
 @_reported
@@ -426,7 +439,7 @@ def status(deploy_id=None, **kwargs):
         found = store.deploy(deploy_id)
         if found is None:
             raise SaltInvocationError(f"no deploy {deploy_id!r} is known to this master")
-        return found
+        return _shown(found, "status")
     deploys = []
     for item in store.deploys():
         line = {"deploy_id": item["deploy_id"], "app": item["app"], "release": item["release"],
@@ -435,4 +448,4 @@ def status(deploy_id=None, **kwargs):
         if item.get("error"):
             line["error"] = item["error"]
         deploys.append(line)
-    return {"deploys": deploys}
+    return _shown({"deploys": deploys}, "status")

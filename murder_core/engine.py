@@ -305,11 +305,47 @@ class Engine:
                 self._finish(running)
                 return
             self.store.save_deploy(deploy.summary())
-            timeout = float(deploy.request.timeout)
-            running.work = self._pool.submit(self._activate, minions, deploy.request.activation(), timeout)
-        elif deploy.state == lifecycle.ACTIVATING and running.work.done():
+            running.work = self._pool.submit(self._activate, minions, deploy.request.activation(),
+                                             float(deploy.request.timeout))
+        elif deploy.state == lifecycle.ACTIVATING:
+            self._next_wave(running)
+
+    def _next_wave(self, running):
+        """Activation in waves: record a finished wave, then start the next, wait, roll back or finish."""
+        deploy = running.deploy
+        if running.work is not None:
+            if not running.work.done():
+                return
+            if running.rollback is not None:
+                deploy.rolled_back(running.work.result(), running.rollback)
+                self._finish(running)
+                return
             deploy.activated(running.work.result())
+            running.work = None
+            self.store.save_deploy(deploy.summary())
+        step = deploy.next_step()
+        if step is None:
             self._finish(running)
+        elif step[0] == "wave":
+            running.work = self._pool.submit(self._activate, step[1], deploy.request.activation(),
+                                             float(deploy.request.timeout))
+        elif step[0] == "rollback":
+            running.rollback = step[1]
+            running.work = self._pool.submit(self._roll_back, step[1], deploy.request)
+
+    def _roll_back(self, targets, asked):
+        """Put each switched host back on its previous release (one activation per release); their answers."""
+        returns = {}
+        by_release = {}
+        for minion, previous in targets.items():
+            if previous is not None:
+                by_release.setdefault(previous, []).append(minion)
+        for previous, minions in sorted(by_release.items()):
+            kwargs = {"app": asked.app, "release": previous}
+            if asked.base_dir is not None:
+                kwargs["base_dir"] = asked.base_dir
+            returns.update(self._activate(sorted(minions), kwargs, float(asked.timeout)))
+        return returns
 
     def _start(self, deploy, record):
         deploy.distributing(record)
@@ -352,3 +388,4 @@ class _Running:
         self.deploy = deploy
         self.request_id = request_id
         self.work = work
+        self.rollback = None  # minion -> release, once the fleet is being rolled back

@@ -13,6 +13,7 @@ class MinionState:
     state: str = PENDING
     bytes_done: int = 0
     size: int = 0
+    rate: float = 0.0  # bytes/s, as its last progress event said
     seconds: float = 0.0
     bytes_from_peers: int = 0
     bytes_from_seeder: int = 0
@@ -20,6 +21,8 @@ class MinionState:
     changed: bool = False
     comment: str = ""
     activated: bool = False
+    rolled_back: bool = False  # switched by this deploy, then put back on its previous release
+    previous: str = None  # what was current before this deploy switched it
     stripe: list = None  # [index, count] of the pieces this peer fetched first
     heard: float = None  # clock reading of its last event (or of the deploy's start event)
 
@@ -34,10 +37,15 @@ class Fleet:
     def __init__(self, expected):
         self.minions = {minion: MinionState() for minion in sorted(expected)}
 
-    def expect_word(self, now):
-        """Start the silence clock of every minion: the deploy's start event went out at ``now``."""
+    def expect_word(self, now, size=0):
+        """Start the silence clock of every minion: the deploy's start event went out at ``now``.
+
+        ``size`` is the release's: the byte total of the progress line is all
+        hosts' from the first line on, not only of those that reported.
+        """
         for state in self.minions.values():
             state.heard = now
+            state.size = state.size or int(size)
 
     def record(self, minion, kind, data, now=None):
         """Apply one peer event (``kind`` is progress, done or failed); unknown minions are ignored."""
@@ -51,8 +59,9 @@ class Fleet:
                 setattr(state, key, data[key])
         if kind == "progress":
             state.state = DOWNLOADING
+            state.rate = float(data.get("rate") or 0.0)
         elif kind == "done":
-            state.state = DONE
+            state.state, state.rate = DONE, 0.0
             state.seconds = float(data.get("seconds", 0.0))
             state.changed = bool(data.get("changed", True))
             state.bytes_done = state.size = int(data.get("size", state.size))
@@ -116,6 +125,9 @@ class Fleet:
             line += f", {failed} failed"
         if size:
             line += f", {moved / 2**20:.1f} of {size / 2**20:.1f} MiB"
+        rate = sum(s.rate for s in self.minions.values() if not s.finished)
+        if rate:
+            line += f" at {rate / 2**20:.1f} MiB/s"
         waiting = self.unfinished()
         if waiting:
             shown = ", ".join(waiting[:limit]) + (f" and {len(waiting) - limit} more" if len(waiting) > limit else "")
@@ -126,7 +138,7 @@ class Fleet:
         """Per-minion results for the deploy's return; with ``activate`` a host succeeds only once activated."""
         return {
             minion: {
-                "result": state.state == DONE and (state.activated or not activate),
+                "result": state.state == DONE and (state.activated or not activate) and not state.rolled_back,
                 "state": state.state,
                 "seconds": round(state.seconds, 3),
                 "bytes_from_peers": state.bytes_from_peers,
@@ -135,6 +147,7 @@ class Fleet:
                 "stripe": state.stripe,
                 "changed": state.changed,
                 "activated": state.activated,
+                "rolled_back": state.rolled_back,
                 "comment": state.comment,
             }
             for minion, state in self.minions.items()

@@ -59,7 +59,7 @@ class Deploy:
         """The release is packed and seeded; the start event is going out now."""
         self.published = published
         self.state = DISTRIBUTING
-        self.hosts.expect_word(self.clock())
+        self.hosts.expect_word(self.clock(), published.size if published is not None else 0)
 
     # Following.
 
@@ -82,23 +82,24 @@ class Deploy:
         slowest = max(self.peer_progress_interval(), float(self.progress_interval))
         for minion in self.hosts.fail_silent(now, policy.silence_limit(self.silence_timeout, slowest)):
             self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
-        if self._last_line is None or now - self._last_line >= PROGRESS_SECONDS:
+        finished = self.hosts.all_finished()
+        if finished or self._last_line is None or now - self._last_line >= PROGRESS_SECONDS:
             self._last_line = now
-            self.say(self.hosts.progress_line())
-        if self.hosts.all_finished():
+            self.say(self.hosts.progress_line())  # once at the end, not twice
+        if finished:
             self.distribution_seconds = round(self.clock() - self.started, 3)
-            self.say(self.hosts.progress_line())
-            return True
-        return False
+        return finished
 
     def to_activate(self):
-        """The minions to activate, or None (then every finished host is told why not)."""
+        """The first wave of minions to activate, or None (then every finished host is told why not)."""
         succeeded = self.hosts.succeeded()
         if not self.request.activate:
             return None
         if len(succeeded) >= self.needed:
             self.state = ACTIVATING
-            return succeeded
+            self.waves = policy.waves(succeeded, self.request.batch, self.request.canary)
+            self.wave_count, self.failures = len(self.waves), 0
+            return self._next_wave()
         reason = (f"not activated: {len(succeeded)} of {len(self.expected)} minions have the release, "
                   f"{self.needed} needed")
         self.say(reason)
@@ -107,24 +108,76 @@ class Deploy:
                 state.comment = reason
         return None
 
+    def _next_wave(self):
+        self.wave = self.waves.pop(0)
+        number = self.wave_count - len(self.waves)
+        canary = " (canary)" if self.request.canary and number == 1 else ""
+        self.say(f"wave {number}/{self.wave_count}{canary}: activating {', '.join(self.wave)}")
+        return self.wave
+
     def activated(self, returns):
-        """Record the activation's answers: ``{minion: {"ret": ..., "retcode": ...}}`` (missing: no answer)."""
+        """Record the current wave's answers: ``{minion: {"ret": ..., "retcode": ...}}`` (missing: no answer)."""
         release = self.request.release
-        for minion in self.hosts.succeeded():
+        failed = []
+        for minion in self.wave:
             state = self.hosts.minions[minion]
             answer = returns.get(minion)
             if answer is None:
                 state.comment = "did not answer the activation"
-                self.say(f"{minion}: {state.comment}")
+                failed.append(minion)
                 continue
             ret = answer.get("ret")
             if answer.get("retcode", 0) == 0 and isinstance(ret, dict) and ret.get("result", True):
                 state.activated = True
+                state.previous = ret.get("old")
                 state.changed = state.changed or ret.get("old") != ret.get("new")
                 state.comment = ret.get("comment") or f"activated {release}"
             else:
                 state.comment = f"activation failed: {ret.get('comment') if isinstance(ret, dict) else ret}"
-                self.say(f"{minion}: {state.comment}")
+                failed.append(minion)
+        self.failures += len(failed)
+        self._wave_ended = self.clock()
+        number = self.wave_count - len(self.waves)
+        for minion in failed:
+            self.say(f"{minion}: {self.hosts.minions[minion].comment}")
+        self.say(f"wave {number}/{self.wave_count} done: {len(self.wave) - len(failed)} activated, "
+                 f"{len(failed)} failed")
+
+    def next_step(self):
+        """After a wave: ``("wave", minions)``, ``("wait", None)``, ``("rollback", {minion: release})`` or None (done)."""
+        if self.failures > self.request.max_failures:
+            stopped = (f"never switched: the deploy stopped after wave {self.wave_count - len(self.waves)} "
+                       f"({self.failures} hosts failed, max_failures {self.request.max_failures})")
+            for wave in self.waves:
+                for minion in wave:
+                    self.hosts.minions[minion].comment = stopped
+            self.waves = []
+            if self.request.on_failure == "rollback":
+                switched = {m: s.previous for m, s in self.hosts.minions.items() if s.activated}
+                if switched:
+                    self.say(f"rolling back {', '.join(sorted(switched))} ({self.failures} failed)")
+                    return "rollback", switched
+            return None
+        if self.waves:
+            if self.clock() < self._wave_ended + float(self.request.batch_wait):
+                return "wait", None
+            return "wave", self._next_wave()
+        return None
+
+    def rolled_back(self, returns, targets):
+        """Record the fleet rollback's answers (``targets``: minion -> the release it went back to)."""
+        why = f"{self.failures} hosts failed, max_failures {self.request.max_failures}"
+        for minion, previous in targets.items():
+            state = self.hosts.minions[minion]
+            answer = returns.get(minion) or {}
+            if previous is None:
+                state.comment = f"left on {self.request.release}: it had no release before this deploy ({why})"
+            elif answer.get("retcode", 1) == 0:
+                state.rolled_back, state.activated = True, False
+                state.comment = f"rolled back to {previous}: {why}"
+            else:
+                state.comment = f"rolling back to {previous} failed: {answer.get('ret') or 'no answer'}"
+            self.say(f"{minion}: {state.comment}")
 
     def fail(self, error):
         """The deploy failed on the master (packing, the seeder, the engine stopping)."""

@@ -3,6 +3,7 @@
 They hold no libtorrent state: the seeder and peer loops feed them numbers
 and a clock reading and act on the answer.
 """
+import math
 from dataclasses import dataclass, field
 
 
@@ -158,3 +159,42 @@ def fleet_progress_interval(hosts):
 def silence_limit(silence_timeout, progress_interval):
     """Seconds of silence after which the runner fails a minion: at least three missed reports."""
     return max(float(silence_timeout), 3.0 * float(progress_interval))
+
+
+def wave_size(value, hosts, name="batch"):
+    """Hosts per wave from ``n`` or ``"n%"`` of ``hosts`` (at least one); None for None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 < share <= 100:
+                raise ValueError(text)
+            return max(1, math.ceil(hosts * share / 100))
+        size = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number >= 1 or a percentage such as 25%, got {value!r}") from None
+    if size < 1 or isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number >= 1 or a percentage such as 25%, got {value!r}")
+    return size
+
+
+def waves(minions, batch=None, canary=None):
+    """Split the hosts to activate into waves, in the order of their sorted ids.
+
+    Without ``batch`` the rest after the canary is one wave; ``canary``
+    makes the first wave that size. Sizes are ``n`` or ``"n%"`` of all the hosts.
+    """
+    ordered = sorted(minions)
+    if not ordered:
+        return []
+    total = len(ordered)
+    found = []
+    first = wave_size(canary, total, "canary")
+    if first:
+        found.append(ordered[:first])
+        ordered = ordered[first:]
+    size = wave_size(batch, total) or len(ordered) or 1
+    found += [ordered[start:start + size] for start in range(0, len(ordered), size)]
+    return [wave for wave in found if wave]

@@ -11,8 +11,10 @@ import dataclasses
 import difflib
 import re
 
-from murder_core import config
+from murder_core import config, policy
 from murder_core.errors import InvalidInput
+
+ON_FAILURE = ("rollback", "stop")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -87,6 +89,14 @@ class DeployRequest:
     shared: list = None
     check_cmd: str = None
     check_timeout: float = None
+    # Activation in waves: hosts per wave (n or "n%"), the first wave's size, seconds between waves.
+    batch: object = None
+    canary: object = None
+    batch_wait: float = 0
+    # Hosts that may fail their health check (or not answer) before no further wave starts;
+    # then "rollback" puts every host this deploy switched back on its previous release, "stop" leaves them.
+    max_failures: int = 0
+    on_failure: str = "rollback"
     # A CI job's name for its request: ``salt-run murder.wait request_id=<id>`` finds the deploy by it.
     request_id: str = None
 
@@ -128,6 +138,16 @@ class DeployRequest:
         config.check_command(self.check_cmd)
         if self.request_id is not None:
             check_request_id(self.request_id)
+        for name in ("batch", "canary"):
+            try:
+                policy.wave_size(getattr(self, name), 100, name)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from exc
+        if isinstance(self.batch_wait, bool) or not isinstance(self.batch_wait, (int, float)) or self.batch_wait < 0:
+            raise InvalidInput(f"batch_wait must be a number of seconds >= 0, got {self.batch_wait!r}")
+        _whole("max_failures", self.max_failures, 0)
+        if self.on_failure not in ON_FAILURE:
+            raise InvalidInput(f"on_failure must be one of {', '.join(ON_FAILURE)}, got {self.on_failure!r}")
         if self.check_timeout is not None:
             _seconds("check_timeout", self.check_timeout)
         _seconds("silence_timeout", settings["silence_timeout"])

@@ -1,8 +1,8 @@
 """What a Salt master needs of murder, found where the package is: installed or a checkout.
 
 ``setup.cfg`` installs the checkout's ``_modules``, ``_states``,
-``_runners`` and ``_engines`` as sub-packages of this one (``modules``,
-``states``, ``runners``, ``engines``), and the reactor SLS (``reactor/``) and the state tree
+``_runners``, ``_engines`` and ``_output`` as sub-packages of this one
+(``modules``, ``states``, ``runners``, ``engines``, ``output``), and the reactor SLS (``reactor/``) and the state tree
 (``salt/``) as its package data (``reactor``, ``state_tree``). Salt finds
 the loader modules through the ``salt.loader`` entry point
 (:func:`loader_dirs`), so a pip-installed master needs no ``module_dirs``;
@@ -20,7 +20,8 @@ _HERE = pathlib.Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parent.parent
 
 # Installed name (a sub-package of this one) -> the directory's name in a checkout.
-_LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners", "engines": "_engines"}
+_LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners", "engines": "_engines",
+                 "output": "_output"}
 _DATA = {"reactor": "reactor", "state_tree": "salt"}
 
 # The file name every wheel of this project starts with (PEP 427: name with '_').

@@ -215,3 +215,59 @@ def test_salt_run_out_json_prints_one_document(salt_run_cli, app_root, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout)  # one document: progress lines are not printed with --out=json
     assert summary["result"] is True and set(summary["minions"]) == set(MINIONS)
+
+
+def orchestrate(salt_run_cli, deploy_arguments):
+    return salt_run_cli.run("state.orchestrate", "murder.orchestrate",
+                            f"pillar={json.dumps({'deploy': deploy_arguments})}")
+
+
+def orchestration_states(ret):
+    """{state id: its return} wherever the orchestration's output nests them."""
+    found, todo = {}, [ret.data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and key.count("_|-") == 3 and isinstance(value, dict):
+                    found[key.split("_|-")[1]] = value
+                else:
+                    todo.append(value)
+    return found
+
+
+def test_the_shipped_orchestration_runs_its_next_step_only_after_a_deploy_that_succeeded(salt_run_cli, app_root,
+                                                                                       tmp_path):
+    arguments = {"source": make_source(tmp_path / "v1", 1), "app": "orch", "tgt": TARGET, "tgt_type": "list",
+                 "release": "r1", "base_dir": app_root, "timeout": 120}
+    ret = orchestrate(salt_run_cli, arguments)
+    assert ret.returncode == 0, ret.stdout
+    states = orchestration_states(ret)
+    assert states["murder-deploy"]["result"] is True and states["after-the-deploy"]["result"] is True, states
+    assert all(os.readlink(os.path.join(where(app_root, m, "orch"), "current")) == "releases/r1" for m in MINIONS)
+
+    failing = dict(arguments, source=make_source(tmp_path / "v2", 2), release="r2", check_cmd="exit 3")
+    ret = orchestrate(salt_run_cli, failing)
+    assert ret.returncode != 0, ret.stdout
+    states = orchestration_states(ret)
+    assert states["murder-deploy"]["result"] is False, states
+    assert states["after-the-deploy"]["result"] is False and "requisite" in states["after-the-deploy"]["comment"]
+
+
+def test_salt_run_shows_one_line_per_update_and_a_compact_summary_by_default(salt_run_cli, app_root, tmp_path):
+    command = [arg for arg in salt_run_cli.cmdline(
+        "murder.deploy", f"source={make_source(tmp_path / 'v1', 1)}", "app=plain", f"tgt={TARGET}",
+        "tgt_type=list", "release=r1", f"base_dir={app_root}", "timeout=120") if not arg.startswith("--out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=salt_run_cli.environ)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("deploy plain-r1-") and " SUCCEEDED in " in done.stdout.splitlines()[0]
+    assert "3 hosts: 3 activated" in done.stdout
+    assert "event:" not in done.stdout + done.stderr  # no progress event blocks
+    assert "3/3 hosts done" in done.stderr
+    failing = [arg for arg in salt_run_cli.cmdline(
+        "murder.deploy", f"source={make_source(tmp_path / 'v2', 2)}", "app=plain", f"tgt={TARGET}",
+        "tgt_type=list", "release=r2", f"base_dir={app_root}", "timeout=120", "check_cmd=exit 3")
+        if not arg.startswith("--out")]
+    done = subprocess.run(failing, capture_output=True, text=True, timeout=300, env=salt_run_cli.environ)
+    assert done.returncode != 0 and " FAILED in " in done.stdout.splitlines()[0], done.stdout
+    assert "rolled back" in done.stdout  # the hosts' lines say why

@@ -103,7 +103,7 @@ def test_disk_full_on_one_minion_is_named_and_leaves_it_as_it_was(app, salt_run_
             assert current(app_root, minion, app) == "r1"
 
 
-def test_failed_health_check_rolls_that_host_back_and_is_reported(app, salt_run_cli, app_root, tmp_path):
+def test_failed_health_check_rolls_the_fleet_back_and_is_reported(app, salt_run_cli, app_root, tmp_path):
     ret = deploy(salt_run_cli, make_small_source(tmp_path / "v1", 1), app, ORDINARY, "r1", app_root)
     assert ret.returncode == 0, ret.stdout
     sick = "fault-b"
@@ -120,14 +120,16 @@ def test_failed_health_check_rolls_that_host_back_and_is_reported(app, salt_run_
 
     assert ret.returncode != 0
     assert ret.data["result"] is False
+    # One failed health check rolls the whole fleet back by default (max_failures 0, on_failure rollback).
     healthy = ret.data["minions"]["fault-a"]
-    assert healthy["activated"] is True and healthy["result"] is True
+    assert healthy["rolled_back"] is True and healthy["result"] is False
+    assert healthy["comment"].startswith("rolled back to r1")
     report = ret.data["minions"][sick]
     assert report["activated"] is False and report["result"] is False
     assert "failed its health check and was rolled back" in report["comment"]
     assert "exited 3: unhealthy" in report["comment"]
     assert f"{sick}: activation failed" in ret.stdout + ret.stderr
-    assert current(app_root, "fault-a", app) == "r2"
+    assert current(app_root, "fault-a", app) == "r1"
     assert current(app_root, sick, app) == "r1"
     assert not ran.exists()
 

@@ -128,3 +128,59 @@ def test_offer_writes_what_a_minion_fetches_with_the_running_tracker(store, tmp_
 def test_a_peer_request_with_an_unknown_key_is_refused():
     with pytest.raises(InvalidInput, match="murder.peer does not take bogus"):
         PeerRequest.from_dict({"app": "a", "release": "r", "torrent": "x", "sha256": "0" * 64, "bogus": 1})
+
+
+def answers(minions, release="r1", old="r0", failing=()):
+    found = {}
+    for minion in minions:
+        if minion in failing:
+            found[minion] = {"ret": "release r1 failed its health check and was rolled back", "retcode": 1}
+        else:
+            found[minion] = {"ret": {"old": old, "new": release, "comment": "now current"}, "retcode": 0}
+    return found
+
+
+def distributed(clock, **changes):
+    deploy = make_deploy(clock, **changes)
+    for minion in MINIONS:
+        deploy.record(minion, "done", {"seconds": 1.0})
+    assert deploy.tick() is True
+    return deploy
+
+
+def test_waves_stop_at_a_failure_and_roll_the_switched_hosts_back():
+    deploy = distributed(Clock(), batch=1)
+    assert deploy.to_activate() == ["m1"]
+    deploy.activated(answers(["m1"]))
+    assert deploy.next_step() == ("wave", ["m2"])
+    deploy.activated(answers(["m2"]))
+    assert deploy.next_step() == ("wave", ["m3"])
+    deploy.activated(answers(["m3"], failing=["m3"]))
+    assert deploy.next_step() == ("rollback", {"m1": "r0", "m2": "r0"})
+    deploy.rolled_back({"m1": {"retcode": 0}, "m2": {"retcode": 0}}, {"m1": "r0", "m2": "r0"})
+    summary = deploy.finish()
+    assert summary["result"] is False
+    assert [summary["minions"][m]["rolled_back"] for m in MINIONS] == [True, True, False]
+    assert summary["minions"]["m1"]["comment"].startswith("rolled back to r0")
+    assert "activation failed" in summary["minions"]["m3"]["comment"]
+    assert any(line.startswith("wave 3/3 done: 0 activated, 1 failed") for line in deploy.said())
+
+
+def test_on_failure_stop_leaves_the_switched_hosts_and_names_the_rest():
+    deploy = distributed(Clock(), canary=1, on_failure="stop")
+    assert deploy.to_activate() == ["m1"]
+    deploy.activated(answers(["m1"], failing=["m1"]))
+    assert deploy.next_step() is None
+    summary = deploy.finish()
+    assert summary["minions"]["m2"]["comment"].startswith("never switched: the deploy stopped after wave 1")
+    assert not any(m["activated"] for m in summary["minions"].values())
+
+
+def test_max_failures_lets_a_wave_fail_and_batch_wait_spaces_the_waves():
+    clock = Clock()
+    deploy = distributed(clock, batch=1, max_failures=1, batch_wait=5)
+    deploy.to_activate()
+    deploy.activated(answers(["m1"], failing=["m1"]))
+    assert deploy.next_step() == ("wait", None)
+    clock.now += 5
+    assert deploy.next_step() == ("wave", ["m2"])

@@ -96,3 +96,17 @@ def test_progress_events_of_a_large_fleet_stay_within_the_cap():
 def test_silence_limit_allows_three_missed_reports():
     assert policy.silence_limit(60, 2.0) == 60.0
     assert policy.silence_limit(60, 50.0) == 150.0
+
+
+def test_waves_follow_sorted_ids_with_a_canary_first():
+    assert policy.waves(["c", "a", "b"]) == [["a", "b", "c"]]
+    assert policy.waves(["c", "a", "b"], batch=1) == [["a"], ["b"], ["c"]]
+    assert policy.waves(["a", "b", "c", "d"], canary=1) == [["a"], ["b", "c", "d"]]
+    assert policy.waves(list("abcde"), batch="40%", canary="20%") == [["a"], ["b", "c"], ["d", "e"]]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("value", [0, -1, "0%", "120%", "many", True])
+def test_a_wave_size_must_be_a_count_or_a_share(value):
+    with pytest.raises(ValueError, match="batch must be a whole number >= 1 or a percentage"):
+        policy.wave_size(value, 10)
