@@ -16,6 +16,8 @@ def _kind(host):
         return "activated"
     if host.get("state") in ("failed", "timed out"):
         return host["state"]
+    if str(host.get("comment", "")).startswith(("activation failed", "did not answer")):
+        return "failed"
     if str(host.get("comment", "")).startswith("never switched"):
         return "never switched"
     return "not activated" if host.get("state") == "done" else host.get("state", "?")

@@ -66,10 +66,15 @@ def _reported(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
-            return function(*args, **kwargs)
+            ret = function(*args, **kwargs)
         except (SaltInvocationError, CommandExecutionError) as exc:
             log.error("murder.%s: %s", function.__name__, exc)
-            return {"result": False, "error": str(exc), "retcode": 1}
+            ret = {"result": False, "error": str(exc), "retcode": 1}
+        # salt-run reads the return's retcode; an orchestration's salt.runner state reads __context__'s.
+        shown = ret.get("data", ret) if isinstance(ret, dict) else {}
+        if isinstance(shown, dict) and shown.get("retcode"):
+            __context__["retcode"] = shown["retcode"]
+        return ret
 
     return wrapper
 
@@ -138,7 +143,9 @@ def _next(bus, prefix, deadline):
     while time.monotonic() < deadline:
         found = bus.get_event(wait=min(1.0, max(deadline - time.monotonic(), 0.05)), tag=prefix, full=True)
         if found:
-            return found["tag"], found.get("data") or {}
+            data = dict(found.get("data") or {})
+            data.pop("_stamp", None)  # the bus's, not the deploy's
+            return found["tag"], data
     return None
 
 

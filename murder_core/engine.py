@@ -214,7 +214,9 @@ class Engine:
         for arg in ret.get("fun_args") or []:
             running = self.deploys.get(arg.get("deploy_id")) if isinstance(arg, dict) else None
             if running is not None:
-                why = str(ret.get("return"))[:500]
+                # An exception on the minion comes back as its traceback: its last line says why.
+                lines = [line for line in str(ret.get("return")).splitlines() if line.strip()]
+                why = (lines[-1] if lines else "no return")[:500]
                 running.deploy.record(ret.get("id"), "failed", {"error": f"murder.peer failed: {why}"})
 
     # Deploys.

@@ -9,9 +9,8 @@
 murder-deploy:
   salt.runner:
     - name: murder.deploy
-{%- for key, value in deploy.items() %}
-    - {{ key | json }}: {{ value | json }}
-{%- endfor %}
+    {#- As one kwarg: given as state arguments, check_cmd would be taken by Salt's own requisite. #}
+    - kwarg: {{ deploy | json }}
 
 after-the-deploy:
   salt.function:

@@ -246,12 +246,21 @@ def test_the_shipped_orchestration_runs_its_next_step_only_after_a_deploy_that_s
     assert states["murder-deploy"]["result"] is True and states["after-the-deploy"]["result"] is True, states
     assert all(os.readlink(os.path.join(where(app_root, m, "orch"), "current")) == "releases/r1" for m in MINIONS)
 
+    # A failed health check: murder.deploy gets check_cmd (Salt's own check_cmd must not take it) and fails.
     failing = dict(arguments, source=make_source(tmp_path / "v2", 2), release="r2", check_cmd="exit 3")
     ret = orchestrate(salt_run_cli, failing)
     assert ret.returncode != 0, ret.stdout
     states = orchestration_states(ret)
     assert states["murder-deploy"]["result"] is False, states
+    assert states["murder-deploy"]["changes"]["return"]["state"] == "failed"
+    assert "failed its health check" in json.dumps(states["murder-deploy"]["changes"]["return"])
     assert states["after-the-deploy"]["result"] is False and "requisite" in states["after-the-deploy"]["comment"]
+    assert all(os.readlink(os.path.join(where(app_root, m, "orch"), "current")) == "releases/r1" for m in MINIONS)
+
+    # A deploy refused before it starts fails the orchestration too.
+    ret = orchestrate(salt_run_cli, dict(arguments, source=str(tmp_path / "missing"), release="r3"))
+    assert ret.returncode != 0, ret.stdout
+    assert orchestration_states(ret)["murder-deploy"]["result"] is False
 
 
 def test_salt_run_shows_one_line_per_update_and_a_compact_summary_by_default(salt_run_cli, app_root, tmp_path):
