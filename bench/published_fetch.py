@@ -80,6 +80,7 @@ def main():
             url = "salt://murder-published/bench/b1.json"
             master_pid = int((top / "master" / "daemon.pid").read_text())
             size = len(client.get_url(url, None) or b"")
+            machine_before = psutil.cpu_times()
             cpu_before, started = master_cpu(master_pid), time.monotonic()
             cached = pathlib.Path(opts["cachedir"]) / "files" / "base" / "murder-published" / "bench" / "b1.json"
             for _ in range(args.fetches):
@@ -87,11 +88,16 @@ def main():
                 cached.unlink(missing_ok=True)
                 assert client.get_url(url, None), url
             seconds, cpu = time.monotonic() - started, master_cpu(master_pid) - cpu_before
+            machine_after = psutil.cpu_times()
+            busy = sum(getattr(machine_after, f) - getattr(machine_before, f) for f in ("user", "system", "nice"))
+            # Share of both cores in use during the reads (this client, the master, the rest of the machine).
+            cpu_busy = busy / (seconds * os.cpu_count())
             client.destroy()
         results = {
             "size_bytes": args.size_mib << 20, "fetches": args.fetches, "file_bytes": size,
             "seconds_per_fetch": round(seconds / args.fetches, 5),
             "master_cpu_seconds_per_fetch": round(cpu / args.fetches, 5),
+            "cpu_busy": round(cpu_busy, 2),
             "for_1000_minions": {"file_server_megabytes": round(1000 * size / 1e6, 1),
                                  "master_cpu_seconds": round(1000 * cpu / args.fetches, 2)},
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
