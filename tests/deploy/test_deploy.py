@@ -69,6 +69,28 @@ def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_ro
     assert unknown.returncode != 0 and "no deploy" in unknown.stdout
 
 
+def test_release_of_twenty_thousand_small_files(salt_run_cli, app_root, tmp_path):
+    """A virtualenv-sized tree (20,000 files, links among them) arrives whole on every minion: correctness, not time."""
+    source = tmp_path / "venv-like"
+    for package in range(200):
+        directory = source / "lib" / f"pkg{package:03d}"
+        directory.mkdir(parents=True)
+        for module in range(100):
+            (directory / f"mod{module:03d}.py").write_text(f"VALUE = {package * 100 + module}\n")
+        (directory / "mod000.py").chmod(0o640)
+    (source / "bin").mkdir()
+    (source / "bin" / "python").symlink_to("../lib/pkg000/mod001.py")
+    (source / "lib" / "pkg199" / "latest").symlink_to("../pkg000")
+    ret = deploy(salt_run_cli, f"source={source}", "app=venv", "tgt=murder-m*", "release=r1",
+                 f"base_dir={app_root}", "timeout=300")
+    assert ret.returncode == 0, ret.stdout + ret.stderr
+    expected = tree(source)
+    assert len(expected) == 20000 + 200 + 2 + 2  # files, package directories, lib and bin, links
+    for minion in MINIONS:
+        assert ret.data["minions"][minion]["activated"] is True, ret.data["minions"][minion]
+        assert tree(os.path.join(base(app_root, minion, "venv"), "current")) == expected, minion
+
+
 def test_second_release_then_rollback(salt_run_cli, salt_cli, app_root, tmp_path):
     for version in (1, 2):
         source = make_source(tmp_path / f"v{version}", version)

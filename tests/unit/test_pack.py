@@ -7,7 +7,7 @@ import tarfile
 import pytest
 import zstandard
 
-from murder_core import pack
+from murder_core import libarchive_io, pack
 from murder_core.errors import InvalidInput, MurderError, ReleaseError, UnsafeArchive
 
 
@@ -49,6 +49,16 @@ def snapshot(root):
                 with open(full, "rb") as handle:
                     entries[rel] = ("file", stat.S_IMODE(st.st_mode), handle.read())
     return entries
+
+
+@pytest.fixture(autouse=True, params=["libarchive", "tarfile"])
+def backend(request, monkeypatch):
+    """Every test runs on both paths: libarchive, and tarfile for hosts without it."""
+    if request.param == "libarchive" and not libarchive_io.AVAILABLE:
+        pytest.skip(libarchive_io.MISSING)
+    if request.param == "tarfile":
+        monkeypatch.setattr(libarchive_io, "AVAILABLE", False)
+    return request.param
 
 
 @pytest.fixture
@@ -198,6 +208,12 @@ UNSAFE = {
     "absolute symlink": [_member("ln", tarfile.SYMTYPE, "/etc")],
     "write through symlink": [_member("ln", tarfile.SYMTYPE, ".."), _member("ln/murder-evil")],
     "hard link escaping": [_member("hl", tarfile.LNKTYPE, "../outside")],
+    "hard link through a symlink": [_member("ln", tarfile.SYMTYPE, "."), _member("hl", tarfile.LNKTYPE, "ln/good.txt")],
+    # Harmless when written, it would escape once a later member makes "a" a link to the root's parent level.
+    "symlink climbing after a name": [_member("x", tarfile.SYMTYPE, "a/..")],
+    "write through an inside symlink": [_member("ln", tarfile.SYMTYPE, "."), _member("ln/murder-evil")],
+    "member written twice": [_member("twice.txt"), _member("twice.txt")],
+    "symlink replaced by a directory": [_member("sub", tarfile.SYMTYPE, "."), _member("sub", tarfile.DIRTYPE)],
     "character device": [_member("dev", tarfile.CHRTYPE)],
     "block device": [_member("blk", tarfile.BLKTYPE)],
     "fifo": [_member("fifo", tarfile.FIFOTYPE)],

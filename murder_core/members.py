@@ -1,0 +1,99 @@
+"""What may go into a release tree: the rules every archive member must pass.
+
+One :class:`MemberGuard` checks the members of one archive in order, before
+each is written into a fresh staging directory. Both extractors (libarchive
+and tarfile) and the packer use these rules, so whatever packs also unpacks.
+
+Why these rules are enough without looking at the disk: the staging
+directory is new and only this archive writes into it, so the guard knows
+every symlink in it. A member may not be written through one of them, and a
+symlink target must be a run of ``..`` followed by names only. Then every
+target resolves inside the tree: the ``..`` run climbs real directories (no
+member is written through a link), and names can only descend, or jump
+through another symlink that obeys the same rule. A ``..`` after a name
+would be unsafe once that name becomes a link later in the archive, so it is
+refused, whatever the disk holds at the time.
+"""
+from murder_core.errors import UnsafeArchive
+
+FILE = "file"
+DIRECTORY = "directory"
+SYMLINK = "symlink"
+HARDLINK = "hardlink"
+KINDS = (FILE, DIRECTORY, SYMLINK, HARDLINK)
+
+
+def _parts(path):
+    parts = path.split("/")
+    if "" in parts or "." in parts:
+        parts = [part for part in parts if part not in ("", ".")]
+    return parts
+
+
+def canonical(path):
+    """``path`` without ``./`` and doubled slashes."""
+    return "/".join(_parts(path))
+
+
+def link_target_problem(name, target):
+    """Why the symlink ``name`` (a path inside the tree) may not point at ``target``; None when it may."""
+    if not target:
+        return "symlink with an empty target"
+    if target.startswith("/"):
+        return f"symlink to {target!r} points outside the release (absolute)"
+    parts = _parts(target)
+    climb = 0
+    while climb < len(parts) and parts[climb] == "..":
+        climb += 1
+    if ".." in parts[climb:]:
+        return f"symlink to {target!r} climbs after descending; write it without '..' in the middle"
+    if climb > len(_parts(name)) - 1:
+        return f"symlink to {target!r} points outside the release"
+    return None
+
+
+class MemberGuard:
+    """Checks the members of one archive in order; refuses the first unsafe one."""
+
+    def __init__(self):
+        self._seen = {}
+        self._links = set()
+
+    def _refuse(self, name, why):
+        raise UnsafeArchive(f"refusing archive member {name!r}: {why}")
+
+    def check(self, name, kind, target="", mode=0):
+        """Return ``(path, mode)`` to write, or None to skip the tree's own root entry.
+
+        ``path`` is ``name`` made canonical (no ``./``, no doubled slashes),
+        ``mode`` keeps the permission bits and drops setuid, setgid and
+        sticky: nothing should gain privileges by being deployed.
+        """
+        if kind not in KINDS:
+            self._refuse(name, f"{kind} (only files, directories and links go into a release)")
+        if name.startswith("/"):
+            self._refuse(name, "absolute path")
+        parts = _parts(name)
+        if not parts:
+            if kind != DIRECTORY:
+                self._refuse(name, "no name")
+            return None
+        if ".." in parts:
+            self._refuse(name, "'..' in the path")
+        path = "/".join(parts)
+        if self._links:
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent in self._links:
+                    self._refuse(path, f"would be written through the symlink {parent!r}")
+        if path in self._seen:
+            self._refuse(path, "appears twice in the archive")
+        if kind == SYMLINK:
+            problem = link_target_problem(path, target)
+            if problem:
+                self._refuse(path, problem)
+            self._links.add(path)
+        elif kind == HARDLINK and self._seen.get(canonical(target)) != FILE:
+            self._refuse(path, f"hard link to {target!r}, which is not a file earlier in the release")
+        self._seen[path] = kind
+        return path, mode & 0o777
