@@ -42,6 +42,12 @@ DEFAULTS = {
     "tracker_port": 8998,
     # An external tracker's announce URL (opentracker, ...); "" runs our own.
     "tracker_url": "",
+    # (master) A file the engine keeps listing the info-hashes of the published
+    # releases, one per line (an external tracker's whitelist); "" for none.
+    "tracker_whitelist": "",
+    # (master) A shell command run after the whitelist changed (opentracker
+    # re-reads its whitelist on SIGHUP); "" for none.
+    "tracker_whitelist_reload": "",
     # Address the minions' peers listen on ("0.0.0.0": every interface).
     "peer_address": "0.0.0.0",
     # Port range the master's seeder and the minions' peers listen on.
@@ -53,6 +59,8 @@ DEFAULTS = {
     "max_peers_per_announce": 200,
     # Torrent piece size in bytes (see docs/tuning.md for the measurement).
     "piece_size": 1024 * 1024,
+    # (master) hybrid, v2 or v1: which BitTorrent clients can join a swarm (README).
+    "torrent_format": "hybrid",
     # A peer fails when no byte arrives for this many seconds.
     "stall_timeout": 30,
     # A finished peer keeps seeding until the swarm is complete, at most this long.

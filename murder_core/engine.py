@@ -28,7 +28,7 @@ import os
 import re
 import time
 
-from murder_core import config, distribution, lifecycle, swarm, torrent as torrent_mod
+from murder_core import config, distribution, lifecycle, swarm, torrent as torrent_mod, whitelist
 from murder_core.errors import InvalidInput, MurderError
 from murder_core import request
 from murder_core.request import DeployRequest, check_names
@@ -70,6 +70,7 @@ class Engine:
     # Life.
 
     def start(self):
+        torrent_mod.check_format(self.settings["torrent_format"])
         os.makedirs(self.store.root, exist_ok=True)
         self.store.clean_work()
         self._recover()
@@ -80,6 +81,7 @@ class Engine:
                 self._serve(record)
             except MurderError as exc:
                 log.error("cannot seed published release %s %s: %s", record.app, record.release, exc)
+        self._sync_whitelist()
         log.info("murder engine started: tracker %s, %d published releases seeded",
                  self.trackers[0], len(self.seeders))
         return self
@@ -142,6 +144,7 @@ class Engine:
         return self.store.publish(
             source, app, release, trackers=self.trackers, keep=int(self.settings["keep_published"]),
             excludes=self.settings["excludes"], piece_size=self.settings["piece_size"],
+            torrent_format=self.settings["torrent_format"],
         )
 
     def _published(self, record, removed):
@@ -149,6 +152,21 @@ class Engine:
         for release in removed:
             self._unserve(record.app, release)
         self._serve(record)
+        self._sync_whitelist()
+
+    def _sync_whitelist(self):
+        """Keep an external tracker's whitelist listing exactly the releases seeded here."""
+        path = self.settings.get("tracker_whitelist")
+        if not path:
+            return
+        keys = sorted({key.hex() for seeder in self.seeders.values() for key in seeder.info.tracker_keys})
+        try:
+            changed = whitelist.write(path, keys)
+        except OSError as exc:
+            log.error("cannot write the tracker whitelist %s: %s", path, exc)
+            return
+        if changed:
+            whitelist.reload(self.settings.get("tracker_whitelist_reload"))
 
     # Events.
 

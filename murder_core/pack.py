@@ -241,7 +241,7 @@ def _note_fallback():
     if not _FALLBACK_NOTED:
         _FALLBACK_NOTED.append(True)
         log.warning("packing and unpacking with tarfile: %s. A release of 20,000 small files unpacks about "
-                    "9 times slower this way (bench/pack.py).", libarchive_io.MISSING)
+                    "9 times slower this way (bench/pack.py).", libarchive_io.MISSING or "libarchive is turned off")
 
 
 def _write_tar(out, source, excludes, compression):

@@ -93,7 +93,8 @@ class Store:
         os.makedirs(path)
         return path
 
-    def publish(self, source, app, release, *, trackers, keep, excludes=(".git",), piece_size=None):
+    def publish(self, source, app, release, *, trackers, keep, excludes=(".git",), piece_size=None,
+                torrent_format="hybrid"):
         """Pack ``source`` as ``app`` ``release`` and record it; return ``(record, changed, removed)``.
 
         ``changed`` is False when the same content was already published under
@@ -116,7 +117,7 @@ class Store:
                             "under a new release name; nothing was changed"
                         )
                     return existing, False, []
-            made = torrent_mod.make_torrent(artifact.path, trackers, piece_size)
+            made = torrent_mod.make_torrent(artifact.path, trackers, piece_size, torrent_format)
             info = torrent_mod.describe(made)
             record = Published(app=app, release=release, sha256=artifact.sha256, size=artifact.size,
                                info_hash=info.info_hash, published=time.time(),

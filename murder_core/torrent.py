@@ -1,10 +1,22 @@
 """Make the torrent of a release artifact, and read one.
 
-Torrents are BitTorrent v1+v2 hybrids: v2 hashes every 16 KiB block with
-SHA-256 in a merkle tree, and the v1 half lets any ordinary client join the
-swarm. The whole-artifact SHA-256 is not part of the torrent; the deploy
-carries it beside the torrent through Salt's encrypted channel, and a peer
-checks the finished file against it before unpacking.
+Three formats (the ``torrent_format`` setting, README "Which BitTorrent
+clients can join"):
+
+* ``hybrid`` (default): BitTorrent v1+v2 in one torrent. v2 hashes every
+  16 KiB block with SHA-256 in a merkle tree; the v1 half (SHA-1 pieces)
+  serves v1 clients that understand a hybrid's v2 keys (libtorrent 2,
+  qBittorrent 4.4 and later).
+* ``v2``: SHA-256 merkle tree only; libtorrent 2 clients only.
+* ``v1``: SHA-1 pieces only; every BitTorrent client (aria2 and Transmission
+  cannot read a hybrid's ``file tree``, whose file names are dictionary keys
+  with an empty key for the file itself).
+
+The whole-artifact SHA-256 is not part of the torrent; the deploy carries it
+beside the torrent through Salt's encrypted channel, and a peer checks the
+finished file against it before unpacking, whatever the format. For ``v1``
+that check is what guarantees content (SHA-1 pieces are not
+collision-resistant).
 """
 import base64
 import binascii
@@ -18,30 +30,42 @@ from murder_core.errors import InvalidInput, MurderError
 
 CREATOR = "murder for Salt"
 MIN_PIECE_SIZE = 16 * 1024
+FORMATS = ("hybrid", "v2", "v1")
+_FLAGS = {"hybrid": 0, "v2": lt.create_torrent.v2_only, "v1": lt.create_torrent.v1_only}
+
+
+def check_format(torrent_format):
+    """Return ``torrent_format`` if it is one of :data:`FORMATS`, else raise InvalidInput."""
+    if torrent_format not in FORMATS:
+        raise InvalidInput(f"torrent_format must be one of {', '.join(FORMATS)}, got {torrent_format!r}")
+    return torrent_format
 
 
 @dataclass(frozen=True)
 class TorrentInfo:
     """What the deploy needs to know about a torrent."""
 
-    info_hash: str  # hex; the v2 SHA-256 info-hash of the hybrid torrent
+    info_hash: str  # hex; the v2 SHA-256 info-hash (64 digits), or the v1 SHA-1 one (40) of a v1 torrent
     tracker_keys: tuple  # the 20-byte hashes peers announce under (v1 and truncated v2)
     name: str  # the artifact's file name inside the torrent
     size: int
     piece_size: int
     num_pieces: int
     trackers: tuple
+    torrent_format: str = "hybrid"
 
 
-def make_torrent(artifact, trackers, piece_size=None):
-    """Return the bencoded hybrid torrent of the single file ``artifact``.
+def make_torrent(artifact, trackers, piece_size=None, torrent_format="hybrid"):
+    """Return the bencoded torrent of the single file ``artifact``.
 
     ``trackers`` is a list of announce URLs (one tier each). ``piece_size`` is
-    a power of two of at least 16 KiB (default: ``DEFAULTS['piece_size']``).
+    a power of two of at least 16 KiB (default: ``DEFAULTS['piece_size']``);
+    ``torrent_format`` one of :data:`FORMATS`.
     The torrent has no creation date, so the same artifact and trackers
     always make the same bytes and the same info-hash.
     """
     piece_size = piece_size or DEFAULTS["piece_size"]
+    check_format(torrent_format)
     if piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1):
         raise InvalidInput(f"piece_size {piece_size} must be a power of two of at least {MIN_PIECE_SIZE}")
     if not trackers:
@@ -50,7 +74,7 @@ def make_torrent(artifact, trackers, piece_size=None):
     if not os.path.isfile(artifact) or os.path.getsize(artifact) == 0:
         raise InvalidInput(f"artifact {artifact} is missing or empty")
 
-    creator = lt.create_torrent(lt.list_files(artifact), piece_size)
+    creator = lt.create_torrent(lt.list_files(artifact), piece_size, flags=_FLAGS[torrent_format])
     for tier, url in enumerate(trackers):
         creator.add_tracker(url, tier)
     creator.set_creator(CREATOR)
@@ -87,6 +111,7 @@ def describe(torrent):
     if hashes.has_v2():
         keys.append(hashes.v2.to_bytes()[:20])
     info_hash = hashes.v2 if hashes.has_v2() else hashes.v1
+    kind = "hybrid" if hashes.has_v1() and hashes.has_v2() else ("v2" if hashes.has_v2() else "v1")
     return TorrentInfo(
         info_hash=info_hash.to_bytes().hex(),
         tracker_keys=tuple(keys),
@@ -95,6 +120,7 @@ def describe(torrent):
         piece_size=info.piece_length(),
         num_pieces=info.num_pieces(),
         trackers=_trackers(torrent),
+        torrent_format=kind,
     )
 
 
