@@ -111,3 +111,16 @@ def test_minion_without_libtorrent_is_named_at_once(app, start_minion, salt_cli,
     assert ret.data["minions"]["fault-a"]["activated"] is False
     assert current(app_root, "fault-a", app) is None
     assert not os.path.exists(base(app_root, bare.id, app))
+
+
+@pytest.mark.parametrize("torrent", [b"d4:infoi3ee", b"not bencoded at all", b"d8:announce3:abc4:infod4:name1:xee"],
+                         ids=["info-not-a-dict", "not-bencoded", "no-pieces"])
+def test_malformed_torrent_handed_to_murder_peer_is_a_clear_error(salt_cli, app_root, torrent):
+    import base64
+
+    ret = salt_cli.run("murder.peer", "app=shop", "release=r-bad", f"torrent={base64.b64encode(torrent).decode()}",
+                       f"sha256={'ab' * 32}", "size=10", "info_hash=00", "deploy_id=shop-r-bad-test", f"base_dir={app_root}",
+                       minion_tgt=ORDINARY[0])
+    assert ret.returncode != 0
+    assert "not a valid torrent" in ret.stdout, ret.stdout
+    assert not os.path.exists(base(app_root, ORDINARY[0], "shop"))

@@ -1,6 +1,9 @@
 """Real libtorrent swarms on loopback: a seeder, peers and the tracker."""
+import os
 import socket
 import time
+import urllib.parse
+import urllib.request
 
 import libtorrent as lt
 import pytest
@@ -359,3 +362,48 @@ def test_finished_peers_stop_lingering_when_the_deploys_tracker_stops(make_relea
         tracker.stop()
     reasons = run_all([lambda peer=peer: peer.linger(60) for peer in peers])
     assert set(reasons) <= {"swarm complete", "tracker gone"}, reasons
+
+
+def _speak_badly(endpoint, unknown_hash):
+    """What a broken or foreign client sends: noise, a handshake for another torrent, a handshake cut short."""
+    host, port = endpoint
+    handshake = b"\x13BitTorrent protocol" + bytes(8) + unknown_hash + b"-XX0001-badclient123"
+    for payload in (os.urandom(300), handshake + os.urandom(64), handshake[:30], b"GET / HTTP/1.0\r\n\r\n"):
+        try:
+            with socket.create_connection((host, int(port)), timeout=2) as connection:
+                connection.sendall(payload)
+                connection.settimeout(0.5)
+                try:
+                    connection.recv(1024)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+
+
+@pytest.mark.bad_input
+def test_clients_speaking_the_protocol_badly_do_not_stop_the_deploy(make_release, members, tmp_path, tracker,
+                                                                    run_all):
+    release = make_release(4 * MiB)
+    seeder = swarm.Seeder(release.torrent, release.path, upload_rate_limit=2 * MiB, **LOCAL)
+    members.append(seeder)
+    peers = [swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), stall_timeout=30, **LOCAL) for i in range(2)]
+    members.extend(peers)
+    unknown = bytes(range(20))
+
+    def pester():
+        for _ in range(2):
+            for member in [seeder, *peers]:
+                _speak_badly(member.endpoint, unknown)
+        # An announce for a torrent this tracker does not serve is answered with the reason, by its hash.
+        query = urllib.parse.urlencode({"info_hash": unknown, "peer_id": b"-XX0001-badclient123", "port": 7001,
+                                        "uploaded": 0, "downloaded": 0, "left": 0})
+        with urllib.request.urlopen(f"{tracker.url}?{query}", timeout=5) as answer:
+            return lt.bdecode(answer.read())
+
+    *results, refused = run_all([peer.download for peer in peers] + [pester])
+
+    for peer, result in zip(peers, results):
+        assert sha256_file(result.path) == release.sha256
+    assert unknown.hex().encode() in refused[b"failure reason"] and b"not served" in refused[b"failure reason"]
+    assert tracker.swarm(release.info.tracker_keys[0])["complete"] >= 1
