@@ -59,10 +59,26 @@ def settings(opts, overrides=None):
     return found
 
 
+def _behind_syndics(opts, tgt, tgt_type):
+    """The minions matching ``tgt`` that answer through this master's syndics.
+
+    A master of masters (``order_masters``) holds no keys of the minions
+    behind its syndics, so only asking finds them: a ping, answered through
+    the syndics within Salt's ``timeout`` plus ``syndic_wait``. A minion
+    behind a syndic that is down cannot be expected: it is not in the deploy.
+    """
+    client = salt.client.get_local_client(mopts=opts)
+    answers = client.cmd(tgt, "test.ping", tgt_type=tgt_type, timeout=int(opts.get("timeout") or 5),
+                         gather_job_timeout=GATHER_JOB_TIMEOUT)
+    return [minion for minion, answer in (answers or {}).items() if answer is True]
+
+
 def _expected_minions(opts):
     def expected(tgt, tgt_type):
         found = salt.utils.minions.CkMinions(opts).check_minions(tgt, tgt_type)
         minions = found.get("minions", []) if isinstance(found, dict) else list(found)
+        if opts.get("order_masters"):
+            minions = set(minions) | set(_behind_syndics(opts, tgt, tgt_type))
         if not minions:
             raise InvalidInput(f"target {tgt!r} ({tgt_type}) matches no minion: nothing deployed")
         return sorted(minions)

@@ -192,7 +192,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     tracker.serve(*info.tracker_keys)
     save_dir = os.path.join(workdir, "peer")
     seeder = peer = None
-    run = {"piece_size": info.piece_size}
+    run = {"piece_size": info.piece_size, "torrent_format": info.torrent_format}
     try:
         seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
         # The peer should find the seeder in its first announce, as in a deploy.
@@ -235,12 +235,13 @@ def rate(size, seconds):
 
 
 def summarize(size, copies, runs):
-    """Per piece size: median rates and the median (min, max) of the rounds' ratios."""
+    """Per piece size and torrent format: median rates and the median (min, max) of the rounds' ratios."""
     summary = []
-    for piece_size in sorted({run["piece_size"] for run in runs}):
-        mine = [run for run in runs if run["piece_size"] == piece_size]
+    for piece_size, torrent_format in sorted({(run["piece_size"], run["torrent_format"]) for run in runs}):
+        mine = [run for run in runs if (run["piece_size"], run["torrent_format"]) == (piece_size, torrent_format)]
         good = [run for run in mine if "error" not in run]
-        entry = {"piece_size": piece_size, "runs": len(mine), "failed": len(mine) - len(good)}
+        entry = {"piece_size": piece_size, "torrent_format": torrent_format, "runs": len(mine),
+                 "failed": len(mine) - len(good)}
         if good:
             ratios = [rate(size, run["seconds"]) / rate(size, copies[run["round"]]) for run in good]
             entry.update(
@@ -271,16 +272,17 @@ def print_table(results):
           f"{results['machine']['cpu']}; disk {results['disk']}; libtorrent {results['machine']['libtorrent']}")
     if results["settings"]:
         print("settings overridden: " + ", ".join(results["settings"]))
-    print(f"{'piece size':>10}  {'copy MB/s':>9}  {'swarm MB/s':>10}  {'ratio':>5}  "
+    print(f"{'piece size':>10}  {'format':>6}  {'copy MB/s':>9}  {'swarm MB/s':>10}  {'ratio':>5}  "
           f"{'(min-max)':>11}  {'CPU s/GiB':>9}  runs")
     for entry in results["summary"]:
         kib = f"{entry['piece_size'] // KiB} KiB"
+        kib = f"{kib:>10}  {entry['torrent_format']:>6}"
         if "ratio" not in entry:
-            print(f"{kib:>10}  {'failed':>9}")
+            print(f"{kib}  {'failed':>9}")
             continue
         spread = f"{entry['ratio_min']:.2f}-{entry['ratio_max']:.2f}"
         failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
-        print(f"{kib:>10}  {entry['copy_mb_s']:9.0f}  {entry['swarm_mb_s']:10.0f}  {entry['ratio']:5.2f}  "
+        print(f"{kib}  {entry['copy_mb_s']:9.0f}  {entry['swarm_mb_s']:10.0f}  {entry['ratio']:5.2f}  "
               f"{spread:>11}  {entry['cpu_seconds_per_gib']:9.1f}  {entry['runs']}{failed}")
     if "copy_cpu_seconds_per_gib" in results:
         print(f"the copy used {results['copy_cpu_seconds_per_gib']:.1f} CPU s/GiB")
@@ -294,6 +296,9 @@ def parse_args(argv):
         help="torrent piece size(s) in KiB, one swarm per round each (default: the configured "
              f"piece_size, {DEFAULTS['piece_size'] // KiB})",
     )
+    parser.add_argument("--torrent-format", nargs="+", choices=torrent.FORMATS, default=["hybrid"],
+                        help="torrent format(s), one swarm per round each (default hybrid; all three: "
+                             "--torrent-format hybrid v2 v1)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of copy + swarms (default 3)")
     parser.add_argument("--setting", type=parse_setting, action="append", default=[],
                         metavar="[seeder:|peer:]NAME=VALUE",
@@ -348,10 +353,12 @@ def main(argv=None):
             log.info("writing %d MiB of random bytes to %s", args.size_mib, artifact)
             sha256 = write_artifact(artifact, size)
             torrents = {}
-            for kib in args.piece_size_kib:
+            kinds = [(kib, kind) for kib in args.piece_size_kib for kind in args.torrent_format]
+            for kib, kind in kinds:
                 started = time.monotonic()
-                torrents[kib] = torrent.make_torrent(artifact, [tracker.url], piece_size=kib * KiB)
-                log.info("torrent with %d KiB pieces made in %.1f s", kib, time.monotonic() - started)
+                torrents[kib, kind] = torrent.make_torrent(artifact, [tracker.url], piece_size=kib * KiB,
+                                                           torrent_format=kind)
+                log.info("%s torrent with %d KiB pieces made in %.1f s", kind, kib, time.monotonic() - started)
             os.sync()
 
             for round_ in range(args.repeat):
@@ -359,13 +366,14 @@ def main(argv=None):
                 results["copy_seconds"].append(seconds)
                 results["copy_cpu_seconds"].append(cpu)
                 log.info("round %d: copy %.2f s, %.0f MB/s", round_ + 1, seconds, rate(size, seconds))
-                for kib in args.piece_size_kib:
+                for kib, kind in kinds:
                     try:
-                        run = time_swarm(tracker, torrents[kib], artifact, sha256, workdir, args.timeout,
+                        run = time_swarm(tracker, torrents[kib, kind], artifact, sha256, workdir, args.timeout,
                                          args.settle)
                     except MurderError as exc:  # StallError and VerifyError included
                         log.error("round %d: swarm with %d KiB pieces failed: %s", round_ + 1, kib, exc)
-                        results["runs"].append({"round": round_, "piece_size": kib * KiB, "error": str(exc)})
+                        results["runs"].append({"round": round_, "piece_size": kib * KiB, "torrent_format": kind,
+                                                "error": str(exc)})
                         failed = True
                         continue
                     run["round"] = round_
