@@ -125,3 +125,12 @@ def test_release_ids_sort_by_time():
     late = distribution.new_release_id(datetime.datetime(2026, 11, 2, 3, 4, 5, tzinfo=datetime.timezone.utc))
     assert early == "20260102T030405Z" and early < late
     config.check_release_name(early)
+
+
+def test_the_readme_settings_table_has_every_setting():
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### Settings"):readme.index("### Which BitTorrent clients can join")]
+    from murder_core.config import DEFAULTS
+
+    missing = [key for key in DEFAULTS if f"`{key}`" not in table]
+    assert not missing, missing

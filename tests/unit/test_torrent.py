@@ -52,3 +52,25 @@ def test_missing_artifact_and_trackers_are_refused(tmp_path, artifact):
 def test_garbage_is_not_a_torrent():
     with pytest.raises(InvalidInput, match="not a valid torrent"):
         torrent.describe(b"d4:spam3:egge")
+
+
+@pytest.mark.parametrize("torrent_format, hashes", [("hybrid", 2), ("v2", 1), ("v1", 1)])
+def test_each_torrent_format_makes_what_it_names(tmp_path, torrent_format, hashes):
+    artifact = tmp_path / "app-r1.tar.zst"
+    artifact.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    made = torrent.make_torrent(str(artifact), [TRACKER], piece_size=1 << 20, torrent_format=torrent_format)
+    info = torrent.describe(made)
+    assert info.torrent_format == torrent_format
+    assert len(info.tracker_keys) == hashes
+    assert len(info.info_hash) == (40 if torrent_format == "v1" else 64)
+    decoded = lt.bdecode(made)[b"info"]
+    assert (b"pieces" in decoded) == (torrent_format != "v2")  # v1's SHA-1 pieces
+    assert (b"file tree" in decoded) == (torrent_format != "v1")  # v2's merkle tree, which aria2 cannot read
+
+
+@pytest.mark.bad_input
+def test_unknown_torrent_format_is_refused(tmp_path):
+    artifact = tmp_path / "a.bin"
+    artifact.write_bytes(b"x" * 100)
+    with pytest.raises(InvalidInput, match="torrent_format must be one of hybrid, v2, v1"):
+        torrent.make_torrent(str(artifact), [TRACKER], torrent_format="v3")
