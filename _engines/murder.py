@@ -107,7 +107,13 @@ def start(**engine_config):
             fire=lambda tag, data: bus.fire_event(data, tag),
             expected_minions=_expected_minions(opts), activate=_activate(opts),
         )
-        engine.start()
+        try:
+            engine.start()
+        except InvalidInput as exc:
+            # Salt restarts a failed engine every few seconds; say once, plainly, what to fix.
+            log.critical("the murder engine cannot start: %s; fix `murder:` in the master config and "
+                         "restart salt-master", exc)
+            raise
         exporter = metrics.serve(engine, address, int(found["metrics_port"])) if found["metrics_port"] else None
         pid_file = os.path.join(engine.store.root, PID_FILE)
         with open(pid_file, "w", encoding="ascii") as handle:

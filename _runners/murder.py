@@ -24,6 +24,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from murder_core import config, lifecycle, pack, request
+    from murder_core.engine import check_settings
     from murder_core.errors import InvalidInput
     from murder_core.store import Store
 
@@ -152,6 +153,12 @@ def _next(bus, prefix, deadline):
 def _ask(bus, action, arguments, wait):
     """Hand the engine a request on ``bus`` (already listening); return its answer."""
     if not _engine_running(_store()):
+        try:
+            check_settings(_settings())
+        except InvalidInput as exc:
+            raise CommandExecutionError(
+                f"the murder engine cannot start: {exc}. Fix `murder:` in the master config and restart "
+                "salt-master (the master log has the engine's error)") from exc
         raise CommandExecutionError(NO_ENGINE)
     request_id = secrets.token_hex(8)
     bus.fire_event({"request_id": request_id, "action": action, "arguments": arguments}, config.TAG_ENGINE_REQUEST)

@@ -42,6 +42,11 @@ WORKERS = 4
 _PEER_TAG = re.compile(r"^murder/peer/([^/]+)/[^/]+/(progress|done|failed)$")
 
 
+def check_settings(settings):
+    """Raise InvalidInput for a master setting the engine cannot start with, naming the key."""
+    torrent_mod.check_format(settings.get("torrent_format", "hybrid"))
+
+
 class Engine:
     """Tracker, seeders and deploys of one master.
 
@@ -70,7 +75,7 @@ class Engine:
     # Life.
 
     def start(self):
-        torrent_mod.check_format(self.settings["torrent_format"])
+        check_settings(self.settings)
         os.makedirs(self.store.root, exist_ok=True)
         self.store.clean_work()
         self._recover()

@@ -7,9 +7,10 @@ Why not tarfile: on a release of 20,000 small files tarfile with its
 writing to disk run in C, and Python only checks each member's name, kind
 and link with :class:`murder_core.members.MemberGuard`.
 
-libarchive's own ``SECURE_SYMLINKS`` is not used: it opens every path
-component of every member (7 syscalls a file here), and the guard proves the
-same thing from the archive alone, because the staging directory is new.
+libarchive's own ``SECURE_SYMLINKS`` is not used: it opens every component
+of every member's path (1.3 s instead of 0.8 s for 20,000 files), and the
+guard proves the same from the archive alone, because the staging
+directory is new.
 ``SECURE_NODOTDOT`` stays as a second lock. Owners are never restored.
 """
 import logging
@@ -58,6 +59,7 @@ if ffi is not None:
     _update_hardlink = _raw("entry_update_hardlink_utf8", [c_void_p, c_char_p], c_int)
     _update_symlink = _raw("entry_update_symlink_utf8", [c_void_p, c_char_p], c_int)
     _extract2 = _raw("read_extract2", [c_void_p, c_void_p, c_void_p], c_int)
+    _write_close = _raw("write_close", [c_void_p], c_int)
     _clear = _raw("entry_clear", [c_void_p], c_void_p)
     _set_mode = _raw("entry_set_mode", [c_void_p, ctypes.c_uint], None)
     _set_mtime = _raw("entry_set_mtime", [c_void_p, ffi.c_time_t, ctypes.c_long], None)
@@ -164,14 +166,26 @@ def extract(path, staging, on_member=None):
             elif kept != mode and kind != members.SYMLINK:
                 _set_perm(entry, kept)
             code = _extract2(reader.pointer, entry, writer)
-            if code < 0:
-                _checked(code, writer, relpath)
-        ffi.write_close(writer)
+            if code != ffi.ARCHIVE_OK:
+                # A "warning" here can be a write that failed (a full disk): the member is not all there.
+                # libarchive copies the disk writer's error onto the reader.
+                _failed(code, reader.pointer, relpath)
+        code = _write_close(writer)
+        if code != ffi.ARCHIVE_OK:
+            _failed(code, writer, "setting the modes and times of directories")
     finally:
         if reader:
             reader.close()
         ffi.write_free(writer)
         ffi.entry_free(entry)
+
+
+def _failed(code, pointer, member):
+    """Raise libarchive's error for ``member``, a warning included; errno says what the disk said."""
+    error = ffi.archive_error(pointer, min(code, ffi.ARCHIVE_FAILED))
+    reason = error.msg or (os.strerror(error.errno) if error.errno and error.errno > 0 else "failed")
+    error.msg = f"{member}: {reason}"
+    raise error
 
 
 def _checked(code, pointer, member=None):
@@ -241,7 +255,9 @@ class Writer:
 
     def close(self):
         try:
-            ffi.write_close(self.pointer)
+            code = _write_close(self.pointer)
+            if code != ffi.ARCHIVE_OK:
+                _failed(code, self.pointer, "the end of the archive")
         finally:
             self._free()
 

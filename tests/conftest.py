@@ -9,6 +9,7 @@ as tried and not passed.
 import contextlib
 import pathlib
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -102,6 +103,13 @@ def app_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
     yield str(root / "{minion}" / "{app}")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for a server a test starts next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager

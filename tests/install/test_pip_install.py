@@ -9,7 +9,6 @@ install murder on the bare minion and leave the master's install whole
 """
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -18,16 +17,11 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from devtools.lab import Lab  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 MASTER_MINION, FRESH = "op-master", "op-fresh"
 LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "announce_interval": 1,
             "progress_interval": 0.5, "stall_timeout": 15}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(lab, tool, *args, timeout=300):

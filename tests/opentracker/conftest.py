@@ -16,24 +16,18 @@ import time
 import pytest
 
 from murder_core.saltext import master_snippet
-from tests.conftest import started_minions
+from tests.conftest import free_port, started_minions
 
 MINIONS = ("ot-m1", "ot-m2")
 LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_timeout": 15,
             "progress_interval": 0.5, "silence_timeout": 15}
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class OpenTracker:
     def __init__(self, directory):
         self.directory = directory
         self.whitelist = os.path.join(directory, "whitelist.txt")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/announce"
         self.process = None
 

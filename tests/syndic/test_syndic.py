@@ -4,9 +4,12 @@ Not in ``make test`` yet: with Salt 3008.4 the syndic started here connects
 and authenticates to the master of masters, then every request it sends up
 times out ("fire_master failed: master could not be contacted. Request timed
 out") and no job reaches the minions behind it: ``salt '*' test.ping`` on the
-top master answers for ``top-m1`` only. Salt's syndic is reported broken
-since 3007 (saltstack/salt#66237, open); pytest-salt-factories skips its own
-syndic tests. ``MURDER_TEST_SYNDIC=1 make test`` runs it.
+top master answers for ``top-m1`` only. The same happens with daemons
+configured by hand, without salt-factories: the syndic logs "Unable to call
+_fire_master on 127.0.0.1, that syndic is not connected" while its own
+master reaches the minion. Salt's syndic is reported broken since 3007
+(saltstack/salt#66237, open); pytest-salt-factories skips its own syndic
+tests. ``MURDER_TEST_SYNDIC=1 make test`` runs it.
 """
 import os
 

@@ -268,3 +268,30 @@ def test_setuid_and_setgid_bits_are_dropped(tmp_path):
     archive = _archive(tmp_path / "suid.tar", member)
     pack.unpack(archive, str(tmp_path / "r1"))
     assert stat.S_IMODE(os.stat(tmp_path / "r1" / "bin" / "tool").st_mode) == 0o755
+
+
+@pytest.mark.fault
+def test_a_full_disk_is_named_and_leaves_no_release(tmp_path):
+    """A write that fails mid-member (libarchive reports it as a mere warning) must fail the whole unpack."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big").write_bytes(os.urandom(5 * 1024 * 1024))
+    artifact = pack.pack(str(source), str(tmp_path / "a.tar.zst"))
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(full)], check=True)
+    try:
+        with pytest.raises(MurderError, match="No space left on device"):
+            pack.unpack(artifact.path, str(full / "r1"))
+        assert os.listdir(full) == []
+        # And packing onto a full disk leaves no artifact either (random bytes do not compress).
+        (source / "big2").write_bytes(os.urandom(1024 * 1024))
+        with pytest.raises(MurderError):
+            pack.pack(str(source), str(full / "out.tar.zst"))
+        assert os.listdir(full) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=True)

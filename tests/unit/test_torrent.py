@@ -74,3 +74,12 @@ def test_unknown_torrent_format_is_refused(tmp_path):
     artifact.write_bytes(b"x" * 100)
     with pytest.raises(InvalidInput, match="torrent_format must be one of hybrid, v2, v1"):
         torrent.make_torrent(str(artifact), [TRACKER], torrent_format="v3")
+
+
+@pytest.mark.bad_input
+def test_the_engine_names_a_bad_torrent_format_setting():
+    from murder_core.engine import check_settings
+
+    check_settings({"torrent_format": "v1"})
+    with pytest.raises(InvalidInput, match="torrent_format must be one of hybrid, v2, v1, got 'v3'"):
+        check_settings({"torrent_format": "v3"})
