@@ -372,7 +372,7 @@ def _speak_badly(endpoint, unknown_hash):
         try:
             with socket.create_connection((host, int(port)), timeout=2) as connection:
                 connection.sendall(payload)
-                connection.settimeout(0.5)
+                connection.settimeout(0.2)
                 try:
                     connection.recv(1024)
                 except OSError:
