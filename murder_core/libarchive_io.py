@@ -13,13 +13,13 @@ guard proves the same from the archive alone, because the staging
 directory is new.
 ``SECURE_NODOTDOT`` stays as a second lock. Owners are never restored.
 """
+import ctypes
 import logging
 import os
 import stat
 from ctypes import c_char_p, c_int, c_void_p
 
 from murder_core import members
-from murder_core.errors import UnsafeArchive
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ def _raw(name, argtypes, restype):
 
 
 if ffi is not None:
-    import ctypes
-
     _RAW = ctypes.CDLL(ffi.libarchive_path)
     _next_header = _raw("read_next_header2", [c_void_p, c_void_p], c_int)
     _pathname = _raw("entry_pathname_utf8", [c_void_p], c_char_p)
@@ -66,7 +64,6 @@ if ffi is not None:
     _set_size = _raw("entry_set_size", [c_void_p, ctypes.c_longlong], None)
     _write_header = _raw("write_header", [c_void_p, c_void_p], c_int)
     _write_data = _raw("write_data", [c_void_p, c_void_p, ctypes.c_size_t], ctypes.c_ssize_t)
-    _finish_entry = _raw("write_finish_entry", [c_void_p], c_int)
 
 AVAILABLE = ffi is not None
 _CHUNK = 1 << 20
@@ -270,5 +267,3 @@ def is_error(exc):
     """True when ``exc`` is libarchive's own error."""
     return ArchiveError is not None and isinstance(exc, ArchiveError)
 
-
-__all__ = ["AVAILABLE", "MISSING", "Writer", "check", "extract", "is_error", "UnsafeArchive"]
