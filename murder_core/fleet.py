@@ -124,10 +124,12 @@ class Fleet:
         if failed:
             line += f", {failed} failed"
         if size:
-            line += f", {moved / 2**20:.1f} of {size / 2**20:.1f} MiB"
+            unit, scale = _unit(size)
+            line += f", {moved / scale:.1f} of {size / scale:.1f} {unit}"
         rate = sum(s.rate for s in self.minions.values() if not s.finished)
         if rate:
-            line += f" at {rate / 2**20:.1f} MiB/s"
+            unit, scale = _unit(rate)
+            line += f" at {rate / scale:.1f} {unit}/s"
         waiting = self.unfinished()
         if waiting:
             shown = ", ".join(waiting[:limit]) + (f" and {len(waiting) - limit} more" if len(waiting) > limit else "")
@@ -152,3 +154,11 @@ class Fleet:
             }
             for minion, state in self.minions.items()
         }
+
+
+def _unit(amount):
+    """The binary unit a byte count reads best in: a tiny release is not "0.0 of 0.0 MiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if amount >= scale:
+            return unit, scale
+    return "bytes", 1

@@ -38,6 +38,16 @@ def test_progress_line_names_stragglers():
     assert "waiting for m2, m3, m4 and 3 more" in line
 
 
+def test_progress_line_reads_a_tiny_release_in_its_own_unit():
+    hosts = fleet.Fleet(["m1", "m2"])
+    hosts.record("m1", "done", {"size": 12_000})
+    hosts.record("m2", "progress", {"bytes_done": 6_000, "size": 12_000})
+    assert "17.6 of 23.4 KiB" in hosts.progress_line()
+    hosts = fleet.Fleet(["m1"])
+    hosts.record("m1", "done", {"size": 3 * 2**20})
+    assert "3.0 of 3.0 MiB" in hosts.progress_line()
+
+
 def test_hash_failures_reach_the_deploy_report():
     hosts = fleet.Fleet(["m1"])
     hosts.record("m1", "progress", {"bytes_done": 5, "size": 10, "hash_failures": 1})
