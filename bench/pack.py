@@ -141,11 +141,35 @@ def settle(seconds):
     time.sleep(seconds)
 
 
+def _machine_ticks():
+    """(busy, total) jiffies of all cores since boot, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(value) for value in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+# How busy the whole machine was (0..1 of all cores) during each measurement: what else ran shows here.
+BUSY = []
+
+
+@contextlib.contextmanager
+def _busy_recorded():
+    busy, total = _machine_ticks()
+    try:
+        yield
+    finally:
+        busy_after, total_after = _machine_ticks()
+        if total_after > total:
+            BUSY.append((busy_after - busy) / (total_after - total))
+
+
 def timed(function, pause):
     settle(pause)
-    cpu, started = cpu_seconds(), time.monotonic()
-    function()
-    return time.monotonic() - started, cpu_seconds() - cpu
+    with _busy_recorded():
+        cpu, started = cpu_seconds(), time.monotonic()
+        function()
+        return time.monotonic() - started, cpu_seconds() - cpu
 
 
 def pack_gzip(source, artifact, level):
@@ -214,9 +238,10 @@ def _children_cpu():
 
 def _shell(command):
     """Run a shell pipeline; return (wall, CPU seconds of its processes)."""
-    cpu, started = _children_cpu(), time.monotonic()
-    subprocess.run(["sh", "-c", command], check=True)
-    return time.monotonic() - started, _children_cpu() - cpu
+    with _busy_recorded():
+        cpu, started = _children_cpu(), time.monotonic()
+        subprocess.run(["sh", "-c", command], check=True)
+        return time.monotonic() - started, _children_cpu() - cpu
 
 
 @contextlib.contextmanager
@@ -246,6 +271,7 @@ def measure_many_files(root, files, pause, repeat):
         "tarfile unpack": lambda: timed(lambda: pack_mod.unpack(artifact + ".tarfile", dest), pause),
     }
     samples = {name: [] for name in list(steps) + list(fallback)}
+    first = len(BUSY)
     for attempt in range(repeat):
         for name, step in steps.items():
             shutil.rmtree(dest, ignore_errors=True)
@@ -266,7 +292,8 @@ def measure_many_files(root, files, pause, repeat):
               for name, runs in samples.items()}
     row = {"sample": "many-files", "files": files, "tree_bytes": tree_bytes_of(source),
            "bytes": os.path.getsize(artifact), "cli_bytes": os.path.getsize(cli_artifact),
-           "extractor": "libarchive" if libarchive_io.AVAILABLE else "tarfile", "repeat": repeat}
+           "extractor": "libarchive" if libarchive_io.AVAILABLE else "tarfile", "repeat": repeat,
+           "cpu_busy_median": statistics.median(BUSY[first:]), "cpu_busy_max": max(BUSY[first:])}
     for name, (seconds, cpu) in median.items():
         key = name.replace(" ", "_")
         row[f"{key}_seconds"], row[f"{key}_cpu_seconds"] = seconds, cpu
@@ -279,7 +306,9 @@ def measure_many_files(root, files, pause, repeat):
 
 def print_many_files(row):
     print(f"many-files: {row['files']} files, {row['tree_bytes'] / 1e6:.1f} MB, packed {row['bytes'] / 1e6:.2f} MB; "
-          f"median of {row['repeat']} (tarfile of 2), wall s (CPU s); extractor {row['extractor']}")
+          f"median of {row['repeat']} (tarfile of 2), wall s (CPU s); extractor {row['extractor']}; "
+          f"machine {row['cpu_busy_median']:.2f} busy (max {row['cpu_busy_max']:.2f}) of {os.cpu_count()} cores "
+          f"during the steps")
     for step in ("pack", "unpack"):
         print(f"  {step:<7} murder {row[f'murder_{step}_seconds']:.2f} ({row[f'murder_{step}_cpu_seconds']:.2f})"
               f"  tar+zstd {row[f'cli_{step}_seconds']:.2f} ({row[f'cli_{step}_cpu_seconds']:.2f})"
@@ -315,7 +344,7 @@ def print_table(results):
         print(f"{row['sample'][:21]:<22}{row['method']:<8}{row['bytes'] / 1e6:8.1f}{row['ratio']:7.2f}"
               f"{row['pack_seconds']:8.2f}{row['pack_cpu_seconds']:9.2f}{row['unpack_seconds']:9.2f}"
               f"{row['unpack_cpu_seconds']:9.2f}{paths}")
-    print(f"path@N G s: pack + bytes over an N Gbit/s link + unpack, the critical path for one peer")
+    print("path@N G s: pack + bytes over an N Gbit/s link + unpack, the critical path for one peer")
 
 
 def parse_args(argv):
@@ -397,6 +426,8 @@ def main(argv=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["loadavg_after"] = os.getloadavg()
+    if BUSY:
+        results["cpu_busy_median"], results["cpu_busy_max"] = statistics.median(BUSY), max(BUSY)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     partial = args.results + ".tmp"
@@ -405,6 +436,9 @@ def main(argv=None):
         handle.write("\n")
     os.replace(partial, args.results)
     print_table(results)
+    if BUSY:
+        print(f"the machine was {results['cpu_busy_median']:.2f} busy (median; max {results['cpu_busy_max']:.2f}) "
+              f"of its {os.cpu_count()} cores during the measurements")
     for row in results["rows"]:
         if row["sample"] == "many-files":
             print_many_files(row)

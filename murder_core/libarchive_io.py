@@ -263,7 +263,9 @@ class Writer:
         ffi.entry_free(self._entry)
 
 
-def is_error(exc):
-    """True when ``exc`` is libarchive's own error."""
-    return ArchiveError is not None and isinstance(exc, ArchiveError)
+class _Unavailable(Exception):
+    """Never raised: the stand-in for libarchive's error where there is no libarchive."""
 
+
+# libarchive's own error, for ``except`` clauses that must work with or without libarchive.
+Error = ArchiveError or _Unavailable

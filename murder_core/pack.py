@@ -23,6 +23,7 @@ when the host has it, and through tarfile otherwise: the same rules, the same
 archive format, several times slower on trees of many small files (measured
 by ``bench/pack.py``).
 """
+import contextlib
 import errno
 import fnmatch
 import gzip
@@ -251,23 +252,19 @@ def _write_tar(out, source, excludes, compression):
     else:
         _note_fallback()
         sink = _TarfileWriter(out, compression)
-    closed = False
     try:
-        if os.path.isdir(source):
-            _add_tree(sink, source, excludes)
-        else:
-            _add_file(sink, os.path.basename(source), source, os.stat(source), _clamp())
-        closed = True
-        sink.close()
-    except Exception as exc:
-        if not closed:
-            try:
+        try:
+            if os.path.isdir(source):
+                _add_tree(sink, source, excludes)
+            else:
+                _add_file(sink, os.path.basename(source), source, os.stat(source), _clamp())
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
                 sink.close()
-            except Exception:  # the first error is the one to report
-                pass
-        if libarchive_io.is_error(exc):
-            raise MurderError(f"cannot pack {source}: {exc.msg}") from exc
-        raise
+            raise
+        sink.close()
+    except libarchive_io.Error as exc:
+        raise MurderError(f"cannot pack {source}: {exc.msg}") from exc
 
 
 def _open_stream(handle):
@@ -327,10 +324,8 @@ def check_archive(path):
         raise
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise UnsafeArchive(f"{path} is not a readable tar archive: {exc}") from exc
-    except Exception as exc:
-        if libarchive_io.is_error(exc):
-            raise UnsafeArchive(f"{path} is not a readable tar archive: {exc.msg}") from exc
-        raise
+    except libarchive_io.Error as exc:
+        raise UnsafeArchive(f"{path} is not a readable tar archive: {exc.msg}") from exc
 
 
 def staging_dir_for(dest):
@@ -379,9 +374,7 @@ def unpack(artifact, dest, on_member=None):
         raise UnsafeArchive(f"cannot unpack {artifact}: not a valid release archive ({exc})") from exc
     except OSError as exc:
         raise MurderError(f"cannot unpack {artifact} into {dest}: {exc.strerror or exc}") from exc
-    except Exception as exc:
-        if not libarchive_io.is_error(exc):
-            raise
+    except libarchive_io.Error as exc:
         if exc.errno in _DISK_ERRNOS:
             raise MurderError(f"cannot unpack {artifact} into {dest}: {os.strerror(exc.errno)} ({exc.msg})") from exc
         raise UnsafeArchive(f"cannot unpack {artifact}: not a valid release archive ({exc.msg})") from exc

@@ -14,6 +14,8 @@ import tempfile
 
 import pytest
 
+from murder_core.saltext import master_snippet
+
 KINDS = ("fault", "bad_input")
 # nodeid -> (kind, passed) of the marked tests that ran
 _outcomes = {}
@@ -103,6 +105,22 @@ def app_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
     yield str(root / "{minion}" / "{app}")
     shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def started_murder_master(salt_factories, master_id, store_dir, murder=None, **overrides):
+    """A salt-master with the shipped snippet (its store in ``store_dir``), on 127.0.0.1, keys accepted.
+
+    ``murder`` is laid over the snippet's ``murder:`` settings, ``overrides``
+    over the rest of the master config.
+    """
+    config = master_snippet(store_dir=store_dir)
+    config["murder"] = dict(config["murder"], **(murder or {}))
+    config.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True}, **overrides)
+    factory = salt_factories.salt_master_daemon(master_id, overrides=config)
+    factory.slow_stop = False  # stopped with SIGKILL at the end: nothing of it needs a clean shutdown
+    with factory.started(start_timeout=120):
+        yield factory
 
 
 def free_port():

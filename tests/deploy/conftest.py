@@ -11,8 +11,7 @@ import shutil
 
 import pytest
 
-from murder_core.saltext import master_snippet
-from tests.conftest import started_minions
+from tests.conftest import started_minions, started_murder_master
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MINIONS = ("murder-m1", "murder-m2", "murder-m3")
@@ -23,13 +22,8 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, tmp_path_factory):
-    overrides = master_snippet(store_dir=tmp_path_factory.mktemp("store"))
-    overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
-    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
-    factory = salt_factories.salt_master_daemon("murder-master", overrides=overrides)
-    factory.slow_stop = False  # stopped with SIGKILL at the end: nothing of it needs a clean shutdown
-    with factory.started(start_timeout=120):
-        yield factory
+    with started_murder_master(salt_factories, "murder-master", tmp_path_factory.mktemp("store"), LOOPBACK) as master:
+        yield master
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import time
 import psutil
 import pytest
 
-from murder_core.saltext import master_snippet
+from tests.conftest import started_murder_master
 from tests.deploy.conftest import LOOPBACK
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -49,13 +49,8 @@ def minion_overrides(settings=None):
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, tmp_path_factory):
-    overrides = master_snippet(store_dir=tmp_path_factory.mktemp("store"))
-    overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
-    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
-    factory = salt_factories.salt_master_daemon("fault-master", overrides=overrides)
-    factory.slow_stop = False  # stopped with SIGKILL: nothing of it needs a clean shutdown
-    with factory.started(start_timeout=120):
-        yield factory
+    with started_murder_master(salt_factories, "fault-master", tmp_path_factory.mktemp("store"), LOOPBACK) as master:
+        yield master
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from murder_core.saltext import master_snippet
-from tests.conftest import free_port, started_minions
+from tests.conftest import free_port, started_minions, started_murder_master
 
 MINIONS = ("ot-m1", "ot-m2")
 LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_timeout": 15,
@@ -78,16 +77,10 @@ def opentracker():
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, tmp_path_factory, opentracker):
-    overrides = master_snippet(store_dir=tmp_path_factory.mktemp("store"))
-    overrides["murder"] = dict(
-        overrides["murder"], **LOOPBACK, tracker_url=opentracker.url, tracker_whitelist=opentracker.whitelist,
-        tracker_whitelist_reload=f"kill -HUP {opentracker.process.pid}",
-    )
-    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True})
-    factory = salt_factories.salt_master_daemon("ot-master", overrides=overrides)
-    factory.slow_stop = False
-    with factory.started(start_timeout=120):
-        yield factory
+    murder = dict(LOOPBACK, tracker_url=opentracker.url, tracker_whitelist=opentracker.whitelist,
+                  tracker_whitelist_reload=f"kill -HUP {opentracker.process.pid}")
+    with started_murder_master(salt_factories, "ot-master", tmp_path_factory.mktemp("store"), murder) as master:
+        yield master
 
 
 @pytest.fixture(scope="session")

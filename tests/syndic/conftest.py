@@ -6,8 +6,7 @@ murder but relays jobs down and returns and events up.
 """
 import pytest
 
-from murder_core.saltext import master_snippet
-from tests.conftest import started_minions
+from tests.conftest import started_minions, started_murder_master
 
 BEHIND_SYNDIC = ("syn-m1", "syn-m2")
 ON_TOP = ("top-m1",)
@@ -17,13 +16,9 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
 
 @pytest.fixture(scope="session")
 def salt_master(salt_factories, tmp_path_factory):
-    overrides = master_snippet(store_dir=tmp_path_factory.mktemp("store"))
-    overrides["murder"] = dict(overrides["murder"], **LOOPBACK)
-    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": True, "order_masters": True})
-    factory = salt_factories.salt_master_daemon("top-master", overrides=overrides)
-    factory.slow_stop = False
-    with factory.started(start_timeout=120):
-        yield factory
+    with started_murder_master(salt_factories, "top-master", tmp_path_factory.mktemp("store"), LOOPBACK,
+                               order_masters=True) as master:
+        yield master
 
 
 @pytest.fixture(scope="session")
