@@ -18,6 +18,19 @@ minions twice, timed from the call to the returned answer:
   ``cmd.run`` on every minion;
 
 and the **bound**, S / B: the time one host's link needs to receive S bytes.
+
+Every run also records the CPU it cost: ``cpu_busy``, the share of all the
+machine's cores busy during it (what else ran shows here too), and, from one
+cgroup per simulated host (``cgroups.HostCgroups``), ``cpu_seconds_per_host``
+(one figure per minion of the run, in order of minion id) and
+``master_cpu_seconds`` (the salt-master, and the ``salt-run`` or ``salt``
+commands with their tracker and seeder). Before the sweep the bench measures
+the **floor** of one minion's work by hand, on an artifact of the same size
+packed by murder: one ``sha256sum`` pass and ``zstd -d | tar -x``, in CPU
+seconds per GiB. After the table it prints the issue's targets at the
+sweep's largest N, met or missed; a run whose largest murder deploy found the
+machine more than 0.6 busy does not count, and it says so.
+
 Prints a table and writes ``bench/results/latest.json`` and ``latest.png``.
 Needs root; exits non-zero without it.
 """
@@ -28,7 +41,9 @@ import logging
 import os
 import pathlib
 import platform
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -39,7 +54,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in the checkout, not the package
 
-from netlab import Network  # noqa: E402  (bench/ is a directory of scripts, not a package)
+from cgroups import HostCgroups  # noqa: E402  (bench/ is a directory of scripts, not a package)
+from netlab import Network  # noqa: E402
 
 log = logging.getLogger("bench.datacenter")
 
@@ -96,28 +112,27 @@ def last_json(text, key):
     return None
 
 
-def run_murder(lab, top, minions, size, timeout, run_id):
+def run_murder(lab, top, minions, size, timeout, run_id, meter):
     source = make_release(top / "sources" / run_id, size)
     base_dir = str(top / "fleet" / "{minion}" / "{app}")
     argv = lab.command("salt-run", "--out=json", "--out-indent=-1", "murder.deploy", f"source={source}",
                        f"app={APP}", f"tgt={','.join(minions)}", "tgt_type=list", f"release={run_id}",
                        f"base_dir={base_dir}", f"timeout={timeout}", "keep=2")
-    started = time.monotonic()
-    answer = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120)
-    seconds = time.monotonic() - started
+    with meter:
+        answer = meter.on_master(argv, timeout)
     summary = last_json(answer.stdout, "deploy_id")
     if answer.returncode != 0 or not summary or summary.get("result") is not True:
         raise RuntimeError(f"murder deploy to {len(minions)} hosts failed: {answer.stdout[-2000:]} {answer.stderr[-2000:]}")
     shutil.rmtree(source, ignore_errors=True)
     reports = summary["minions"].values()
-    return {"seconds": round(seconds, 3), "distribution_seconds": summary.get("distribution_seconds"),
-            "runner_seconds": summary.get("seconds"),
+    from_seeder = sum(r["bytes_from_seeder"] for r in reports)
+    return {"distribution_seconds": summary.get("distribution_seconds"), "runner_seconds": summary.get("seconds"),
             "minion_seconds": sorted(r["seconds"] for r in reports),
-            "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports),
-            "bytes_from_seeder": sum(r["bytes_from_seeder"] for r in reports)}
+            "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports), "bytes_from_seeder": from_seeder,
+            "seeder_copies": round(from_seeder / size, 3)}
 
 
-def run_fileserver(lab, top, minions, size, timeout, run_id):
+def run_fileserver(lab, top, minions, size, timeout, run_id, meter):
     release = make_release(top / "sources" / run_id, size)
     archive = top / "fileroot" / APP / f"{run_id}.tar"
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -132,17 +147,16 @@ def run_fileserver(lab, top, minions, size, timeout, run_id):
               f"ln -sfn releases/{run_id} $d/current.new; mv -T $d/current.new $d/current")
     activate = lab.command("salt", "--out=json", "--static", "-t", str(timeout), "-L", targets, "cmd.retcode",
                            switch, "python_shell=True", "template=jinja")
-    started = time.monotonic()
-    fetched = subprocess.run(fetch, capture_output=True, text=True, timeout=timeout + 120)
-    activated = subprocess.run(activate, capture_output=True, text=True, timeout=timeout + 120)
-    seconds = time.monotonic() - started
+    with meter:
+        fetched = meter.on_master(fetch, timeout)
+        activated = meter.on_master(activate, timeout)
     for minion in minions:
         payload = top / "sfs" / minion / "releases" / run_id / "payload.bin"
         if not payload.is_file() or payload.stat().st_size != size:
             raise RuntimeError(f"salt fileserver delivery to {minion} failed: {fetched.stdout[-1000:]} "
                                f"{activated.stdout[-1000:]}")
     archive.unlink()
-    return {"seconds": round(seconds, 3)}
+    return {}
 
 
 METHODS = {"murder": run_murder, "salt-fileserver": run_fileserver}
@@ -154,6 +168,117 @@ def cpu_times():
         fields = [int(v) for v in handle.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+class RunMeter:
+    """The wall time and CPU of one timed run: the whole machine's busy share, and each host's CPU seconds.
+
+    ``with meter:`` brackets what is timed; commands of the master's side run through :meth:`on_master`, so
+    that they count as the master's CPU.
+    """
+
+    def __init__(self, cgroups, run_minions, all_hosts):
+        self.cgroups = cgroups
+        self.run_minions = list(run_minions)
+        self.all_hosts = list(all_hosts)
+        self.figures = {}
+        self._join_master = cgroups.joiner(MASTER)
+
+    def on_master(self, argv, timeout):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120,
+                              preexec_fn=self._join_master)
+
+    def _usage(self):
+        return {host: self.cgroups.usage(host) for host in self.all_hosts} if self.cgroups.available else None
+
+    def __enter__(self):
+        self._machine, self._hosts, self._started = cpu_times(), self._usage(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        seconds = time.monotonic() - self._started
+        (busy, total), hosts = cpu_times(), self._usage()
+        # Share of all cores busy during the run: near 1.0 means the machine, not the links, set the pace.
+        self.figures = {"seconds": round(seconds, 3),
+                        "cpu_busy": round((busy - self._machine[0]) / max(total - self._machine[1], 1), 2),
+                        "cpu_seconds_per_host": None, "master_cpu_seconds": None, "hosts_cpu_busy": None}
+        if hosts is not None:
+            used = {host: hosts[host] - self._hosts[host] for host in self.all_hosts}
+            self.figures.update(cpu_seconds_per_host=[round(used[m], 3) for m in self.run_minions],
+                                master_cpu_seconds=round(used[MASTER], 3),
+                                hosts_cpu_busy=round(sum(used.values()) / (seconds * os.cpu_count()), 2))
+
+
+def _children_cpu(argv):
+    """CPU seconds (user + system) of a command and everything it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def measure_floor(top, size, rounds=3):
+    """The CPU a minion cannot avoid for this release, per GiB: one SHA-256 pass and ``zstd -d | tar -x``.
+
+    The artifact is packed by murder itself (``murder_core.pack``, libarchive's zstd), from fresh random
+    bytes as every run's release is; the least of ``rounds`` is the floor.
+    """
+    from murder_core import pack
+
+    work = top / "floor"
+    release = make_release(work / "release", size)
+    artifact = pack.pack(str(release), str(work / "release.tar.zst"))
+    shutil.rmtree(release)
+    hashing, unpacking = [], []
+    for index in range(rounds):
+        hashing.append(_children_cpu(["sha256sum", artifact.path]))
+        dest = work / f"unpacked-{index}"
+        dest.mkdir()
+        unpacking.append(_children_cpu(["sh", "-c", 'zstd -dcq "$0" | tar -xf - -C "$1"', artifact.path, dest]))
+        shutil.rmtree(dest)
+    shutil.rmtree(work)
+    per_gib = 2**30 / artifact.size
+    return {"artifact_bytes": artifact.size, "rounds": rounds,
+            "sha256_cpu_seconds_per_gib": round(min(hashing) * per_gib, 3),
+            "unpack_cpu_seconds_per_gib": round(min(unpacking) * per_gib, 3),
+            "sha256_cpu_seconds": [round(value, 4) for value in hashing],
+            "unpack_cpu_seconds": [round(value, 4) for value in unpacking]}
+
+
+CPU_BUSY_LIMIT = 0.6  # above it the machine, not murder, sets the pace, and the run does not count
+
+
+def targets(results):
+    """The issue's targets at the sweep's largest N, each {name, value, limit, met}; a value not measured is None."""
+    runs = {(run["method"], run["hosts"]): run for run in results["runs"]}
+    sweep = sorted({hosts for _, hosts in runs})
+    if not sweep:
+        return []
+    top, low = sweep[-1], 2 if 2 in sweep[:-1] else sweep[0]
+    bound = results["bound_seconds"]
+    murder, fileserver = runs.get(("murder", top)) or {}, runs.get(("salt-fileserver", top)) or {}
+    murder_low = runs.get(("murder", low)) or {} if low != top else {}
+
+    def ratio(numerator, denominator):
+        return None if numerator is None or not denominator else round(numerator / denominator, 3)
+
+    rows = [
+        ("distribution", f"murder N={top}: distribution at most 1.15x the bound",
+         ratio(murder.get("distribution_seconds"), bound), 1.15, False),
+        ("full_deploy", f"murder N={top}: full salt-run at most the bound + 3 s", murder.get("seconds"),
+         round(bound + 3, 3), False),
+        ("flat", f"murder flat: N={top} at most 1.15x N={low}, full salt-run",
+         ratio(murder.get("seconds"), murder_low.get("seconds")), 1.15, False),
+        ("seeder_copies", f"murder N={top}: the seeder sends at most 1.2 copies", murder.get("seeder_copies"), 1.2,
+         False),
+        ("fileserver", f"file server N={top} at least 10x slower than murder",
+         ratio(fileserver.get("seconds"), murder.get("seconds")), 10, True),
+        ("cpu_busy", f"murder N={top}: at most {CPU_BUSY_LIMIT} CPU-busy, else the run does not count",
+         murder.get("cpu_busy"), CPU_BUSY_LIMIT, False),
+    ]
+    return [{"id": key, "name": name, "value": value, "limit": limit,
+             "met": None if value is None else (value >= limit if at_least else value <= limit)}
+            for key, name, value, limit, at_least in rows]
 
 
 def machine():
@@ -198,19 +323,37 @@ def plot(results, path):
     plt.close(figure)
 
 
+def _spread(values, digits):
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}" if values else ""
+
+
 def table(results):
     bound = results["bound_seconds"]
     lines = [f"{results['size_bytes'] // 2**20} MiB, {results['link_mbit']} Mbit/s links, bound {bound:.2f} s",
              f"{'method':<16} {'hosts':>5} {'seconds':>8} {'x bound':>8} {'distribution s':>15} "
-             f"{'per minion s':>13} {'seeder copies':>14} {'cpu busy':>9}"]
+             f"{'per minion s':>13} {'seeder copies':>14} {'cpu busy':>9} {'cpu s per host':>15} {'master cpu s':>13}"]
     for run in results["runs"]:
-        dist = run.get("distribution_seconds")
-        each = run.get("minion_seconds") or []
-        spread = f"{each[0]:.1f}-{each[-1]:.1f}" if each else ""
-        copies = f"{run['bytes_from_seeder'] / results['size_bytes']:.2f}" if "bytes_from_seeder" in run else ""
+        dist, copies, master = run.get("distribution_seconds"), run.get("seeder_copies"), run["master_cpu_seconds"]
         lines.append(f"{run['method']:<16} {run['hosts']:>5} {run['seconds']:>8.2f} {run['seconds'] / bound:>8.2f} "
-                     f"{'' if dist is None else f'{dist:.2f}':>15} {spread:>13} {copies:>14} "
-                     f"{run.get('cpu_busy', 0):>9.2f}")
+                     f"{'' if dist is None else f'{dist:.2f}':>15} {_spread(run.get('minion_seconds'), 1):>13} "
+                     f"{'' if copies is None else f'{copies:.2f}':>14} {run['cpu_busy']:>9.2f} "
+                     f"{_spread(run['cpu_seconds_per_host'], 2):>15} {'' if master is None else f'{master:.2f}':>13}")
+    accounting = results["cpu_accounting"]
+    if accounting["kind"] is None:
+        lines.append(f"cpu s per host: not measured, {accounting['reason']}")
+    floor = results["floor"]
+    lines.append(f"floor, one minion's work by hand: {results['floor_cpu_seconds_per_gib']:.2f} CPU-s per GiB "
+                 f"(sha256sum {floor['sha256_cpu_seconds_per_gib']:.2f} + zstd -d | tar -x "
+                 f"{floor['unpack_cpu_seconds_per_gib']:.2f}), "
+                 f"{results['floor_cpu_seconds_per_gib'] * floor['artifact_bytes'] / 2**30:.2f} CPU-s for this release")
+    for target in results["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        value = "-" if target["value"] is None else f"{target['value']:g}"
+        lines.append(f"  {verdict:<12} {target['name']}: {value} (limit {target['limit']:g})")
+    if results["counts"] is False:
+        cpu = next(t for t in results["targets"] if t["id"] == "cpu_busy")
+        lines.append(f"THIS RUN DOES NOT COUNT: the machine was {cpu['value']:.2f} CPU-busy during the largest murder "
+                     f"run (limit {cpu['limit']}), so the cores, not murder, set its pace")
     return "\n".join(lines)
 
 
@@ -235,9 +378,17 @@ def main(argv=None):
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "murder_settings": settings, "runs": []}
     top = pathlib.Path(tempfile.mkdtemp(prefix="murder-bench-"))
+    # A kill ends the run like Ctrl-C does, so the namespaces, cgroups and daemons are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        with Network([MASTER, *minions], args.link_mbit) as net:
+        floor = measure_floor(top, size)
+        results["floor_cpu_seconds_per_gib"] = round(floor["sha256_cpu_seconds_per_gib"]
+                                                     + floor["unpack_cpu_seconds_per_gib"], 3)
+        results["floor"] = floor
+        log.info("floor: %s", floor)
+        with Network([MASTER, *minions], args.link_mbit) as net, HostCgroups([MASTER, *minions]) as cgroups:
             results["latency"] = net.latency
+            results["cpu_accounting"] = cgroups.describe()
             master_address = net.address(MASTER)
             lab = Lab(top / "salt", master_address=master_address, publish_port=4505, ret_port=4506,
                       murder_master={"seeder_address": master_address, "announce_interval": 1, **settings},
@@ -255,15 +406,19 @@ def main(argv=None):
                     for method in args.methods:
                         run_id = f"{method.split('-')[0]}-n{hosts}"
                         log.info("%s to %d hosts ...", method, hosts)
-                        busy, total = cpu_times()
-                        figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id)
-                        busy_after, total_after = cpu_times()
-                        # Share of both cores busy during the run: near 1.0 means the machine, not the links, set the pace.
-                        figures["cpu_busy"] = round((busy_after - busy) / max(total_after - total, 1), 2)
+                        # Every process of a host's namespace, new ones too, counts as that host's.
+                        for host in cgroups.hosts:
+                            cgroups.adopt(host, net.pids(host))
+                        meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts)
+                        figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id, meter)
+                        figures = {**meter.figures, **figures}
                         results["runs"].append({"method": method, "hosts": hosts, **figures})
                         log.info("%s to %d hosts: %s", method, hosts, figures)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+    results["targets"] = targets(results)
+    # The largest murder run counts only if the machine stayed mostly idle (None: no murder run to judge).
+    results["counts"] = next((t["met"] for t in results["targets"] if t["id"] == "cpu_busy"), None)
     pathlib.Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)

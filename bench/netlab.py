@@ -48,6 +48,10 @@ class Network:
     def address(self, host):
         return self._addresses[host]
 
+    def pids(self, host):
+        """Every process running in the host's namespace (``ip netns pids``)."""
+        return [int(pid) for pid in _run("ip", "netns", "pids", self.netns(host)).stdout.split()]
+
     @property
     def switch(self):
         return f"{self.prefix}-switch"

@@ -1,6 +1,7 @@
 """`make bench` in small: every method completes on a 3-host datacenter and the result file is well-formed.
 
-Not a timing test: it only keeps the benchmark from rotting.
+Not a timing test: it only keeps the benchmark from rotting (its figures, the per-host CPU from cgroups, the
+floor and the target verdicts are checked for shape, never for value).
 """
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "datacenter.py"
+TARGETS = {"distribution", "full_deploy", "flat", "seeder_copies", "fileserver", "cpu_busy"}
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
@@ -31,17 +33,39 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert data["size_bytes"] == 4 * 2**20 and data["link_mbit"] == 200
     assert data["bound_seconds"] == pytest.approx(4 * 2**20 * 8 / 200e6)
     assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
+    accounting = data["cpu_accounting"]
+    measured = accounting["kind"] is not None  # no writable cgroup hierarchy: figures are null, the reason given
+    assert accounting["kind"] in ("cgroup2", "cpuacct") if measured else accounting["reason"]
     runs = {(run["method"], run["hosts"]): run for run in data["runs"]}
     assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (1, 3)}
     for (method, hosts), run in runs.items():
-        assert run["seconds"] > 0
+        assert run["seconds"] > 0 and 0 <= run["cpu_busy"] <= 1
         assert (run.get("distribution_seconds") or 0) > 0 if method == "murder" else "distribution_seconds" not in run
+        if measured:
+            # One figure per minion of the run, and the master's apart.
+            assert len(run["cpu_seconds_per_host"]) == hosts and all(s > 0 for s in run["cpu_seconds_per_host"])
+            assert run["master_cpu_seconds"] > 0
+        else:
+            assert run["cpu_seconds_per_host"] is None and run["master_cpu_seconds"] is None
         if method == "murder":
             # Every minion's own time, and every byte it received, from the seeder or from peers.
             assert len(run["minion_seconds"]) == hosts and all(s > 0 for s in run["minion_seconds"])
             assert run["bytes_from_seeder"] + run["bytes_from_peers"] >= hosts * 4 * 2**20
+            assert run["seeder_copies"] == pytest.approx(run["bytes_from_seeder"] / data["size_bytes"], abs=1e-3)
+    floor = data["floor"]
+    assert data["floor_cpu_seconds_per_gib"] > 0 and floor["artifact_bytes"] >= 4 * 2**20
+    assert data["floor_cpu_seconds_per_gib"] == pytest.approx(
+        floor["sha256_cpu_seconds_per_gib"] + floor["unpack_cpu_seconds_per_gib"], abs=1e-2)
+    assert {target["id"] for target in data["targets"]} == TARGETS
+    for target in data["targets"]:
+        assert isinstance(target["name"], str) and isinstance(target["limit"], (int, float))
+        assert target["met"] is None if target["value"] is None else isinstance(target["met"], bool)
+    assert data["counts"] is next(t["met"] for t in data["targets"] if t["id"] == "cpu_busy")
+    # The bench removed every cgroup it made.
+    assert not measured or not pathlib.Path(accounting["path"]).exists()
     assert picture.stat().st_size > 1000 and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "murder" in answer.stdout and "bound" in answer.stdout
+    assert "murder" in answer.stdout and "bound" in answer.stdout and "floor" in answer.stdout
+    assert "distribution at most 1.15x the bound" in answer.stdout
 
 
 def test_without_root_it_refuses_clearly(tmp_path):
