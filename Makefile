@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo bench bench-swarm clean
+.PHONY: venv test demo bench bench-swarm bench-tracker clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 bench-swarm: $(STAMP)
 	$(PY) bench/swarm.py
+
+bench-tracker: $(STAMP)
+	$(PY) bench/tracker.py
 
 bench: $(STAMP)
 	$(PY) bench/datacenter.py

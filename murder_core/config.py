@@ -57,6 +57,10 @@ DEFAULTS = {
     "announce_interval": 5,
     # Most peers the tracker returns per announce.
     "max_peers_per_announce": 200,
+    # (master) Announces a second our tracker asks for at most: past
+    # announce_interval * this many peers, the interval it hands out grows
+    # (half of what it sustained in `make bench-tracker`, README).
+    "max_announce_rate": 1000,
     # Torrent piece size in bytes (see docs/tuning.md for the measurement).
     "piece_size": 1024 * 1024,
     # (master) hybrid, v2 or v1: which BitTorrent clients can join a swarm (README).

@@ -57,6 +57,7 @@ def start_tracker(address, settings):
             host=address, port=port,
             interval=int(settings.get("announce_interval", config.DEFAULTS["announce_interval"])),
             max_peers=int(settings.get("max_peers_per_announce", config.DEFAULTS["max_peers_per_announce"])),
+            max_announce_rate=int(settings.get("max_announce_rate", config.DEFAULTS["max_announce_rate"])),
         )
         try:
             return candidate.start()

@@ -17,14 +17,23 @@ Policies, each named and tested on its own:
   both and they share one peer list and one scrape count.
 * **Completed peers first** (:func:`pick_peers`). A downloading peer gets the
   peers that have the whole release (the seeder among them) before the others,
-  each group shuffled so the load spreads. A peer that is itself complete gets
+  each group sampled at random so the load spreads. A peer that is itself complete gets
   the downloading peers first, since seeds do not trade with seeds.
 * **Capped answers.** At most ``min(numwant, max_peers)`` peers per announce
   (``numwant`` defaults to 50 when the client does not send it), never the
   requesting peer itself.
-* **A datacenter interval.** Peers re-announce every ``interval`` seconds
-  (default 5, where public trackers use 30 minutes); a peer that stops
-  announcing for ``peer_ttl`` seconds (default three intervals) is dropped.
+* **A datacenter interval that grows with the fleet.** Peers re-announce
+  every ``interval`` seconds (default 5, where public trackers use 30
+  minutes) until the tracker holds more than ``interval *
+  max_announce_rate`` peers; beyond that the interval handed out is
+  ``peers / max_announce_rate`` (:func:`interval_for`), so 10,000 hosts send
+  no more announces a second than the tracker was told to take. A peer that
+  stops announcing for ``peer_ttl`` seconds (default three of the intervals
+  it was handed) is dropped.
+* **Constant cost per announce.** Each swarm keeps its complete and its
+  downloading peers in :class:`PeerSet` groups that add, remove and sample
+  in O(1), so an announce costs the same in a swarm of 10 or 10,000; silent
+  peers are swept at most once a second.
 * **The connection's source address.** A peer is listed under the address
   its announce came from; the ``ip`` parameter and any proxy header are
   ignored. Murder's users suffered from peers guessing their own address
@@ -39,8 +48,9 @@ Policies, each named and tested on its own:
   ``Tracker`` on the same port) listens again on that port; the swarm is
   rebuilt from the peers' next announces, which come within one interval.
 
-It runs on Tornado's HTTP server in a daemon thread with its own event loop,
-so the caller (the master's deploy runner) stays synchronous::
+It runs on a small HTTP/1.1 server of its own (:mod:`murder_core.tracker_http`,
+several times faster than a web framework for this traffic) in a daemon
+thread with its own event loop, so the caller (the master's deploy runner) stays synchronous::
 
     with Tracker(host="10.0.0.1", port=8998) as tracker:
         tracker.serve(v1_hash, v2_hash_truncated)
@@ -61,6 +71,7 @@ re-announce (opentracker's default interval is 30 minutes: lower it, a deploy
 waits on announces), and it does not hand out completed peers first.
 """
 import asyncio
+import functools
 import ipaddress
 import logging
 import random
@@ -70,10 +81,9 @@ import time
 from urllib.parse import unquote_to_bytes
 
 import libtorrent
-import tornado.httpserver
 import tornado.netutil
-import tornado.web
 
+from murder_core import tracker_http
 from murder_core.errors import InvalidInput, MurderError
 
 log = logging.getLogger(__name__)
@@ -82,7 +92,7 @@ log = logging.getLogger(__name__)
 MAX_URI_BYTES = 8 * 1024
 # Longest request body accepted (announces and scrapes have none).
 MAX_BODY_BYTES = 8 * 1024
-# Longest header block read; beyond it Tornado closes the connection.
+# Longest header block read; beyond it the connection is closed.
 MAX_HEADER_BYTES = 64 * 1024
 # Peers returned when the client does not say how many it wants.
 DEFAULT_NUMWANT = 50
@@ -100,20 +110,90 @@ class TrackerFailure(Exception):
 
 
 class _Peer:
-    __slots__ = ("peer_id", "ip", "port", "left", "seen", "counted")
+    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed")
 
-    def __init__(self, peer_id, ip, port, left, seen):
+    def __init__(self, peer_id, ip, port, left, expires):
         self.peer_id = peer_id
         self.ip = ip
         self.port = port
         self.left = left
-        self.seen = seen
+        self.expires = expires
         # Whether this peer's "completed" event was counted in ``downloaded``.
         self.counted = False
+        # Its BEP 23 compact form, made once: most announces ask for compact lists.
+        self.packed = ipaddress.ip_address(ip).packed + port.to_bytes(2, "big")
 
     @property
     def complete(self):
         return self.left == 0
+
+
+class PeerSet:
+    """Peers keyed by address, with O(1) add, remove and uniform random choice.
+
+    A list holds the peers and a dict each one's place in it; removing swaps
+    the last peer into the hole. An announce then costs the same in a swarm
+    of 10 peers or 10,000.
+    """
+
+    __slots__ = ("items", "index")
+
+    def __init__(self):
+        self.items = []
+        self.index = {}  # address -> position in items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(list(self.items))
+
+    def add(self, address, peer):
+        position = self.index.get(address)
+        if position is None:
+            self.index[address] = len(self.items)
+            self.items.append(peer)
+        else:
+            self.items[position] = peer
+
+    def discard(self, address):
+        position = self.index.pop(address, None)
+        if position is None:
+            return
+        last = self.items.pop()
+        if position < len(self.items):
+            self.items[position] = last
+            self.index[(last.ip, last.port)] = position
+
+    def sample(self, count, rng=random, exclude=None):
+        """Up to ``count`` distinct peers at random, never ``exclude`` (an address).
+
+        A random start and a random stride through the group, as opentracker
+        does: each answer is another spread of the swarm, at a cost that grows
+        with ``count`` only (``random.sample`` costs several times more).
+        """
+        items = self.items
+        size = len(items)
+        skip = self.index.get(exclude, -1) if exclude is not None else -1
+        available = size - (skip >= 0)
+        if count <= 0 or available <= 0:
+            return []
+        if count >= available:
+            chosen = [peer for position, peer in enumerate(items) if position != skip]
+            rng.shuffle(chosen)
+            return chosen
+        # One extra, in case the requester is among them; (take - 1) * step < size keeps them distinct.
+        take = count + (skip >= 0)
+        step = rng.randint(1, size // take)
+        start = rng.randrange(size)
+        chosen = items[start:start + take * step:step]
+        if len(chosen) < take:  # wrapped past the end: go on from the front, short of start
+            resume = start + len(chosen) * step - size
+            chosen += items[resume:resume + (take - len(chosen)) * step:step]
+        if skip >= 0:
+            requester = items[skip]
+            chosen = [peer for peer in chosen if peer is not requester]
+        return chosen[:count]
 
 
 class _Swarm:
@@ -121,31 +201,58 @@ class _Swarm:
 
     def __init__(self):
         self.keys = set()
+        self.complete = PeerSet()
+        self.incomplete = PeerSet()
         self.peers = {}  # (ip, port) -> _Peer
+        self.by_peer_id = {}  # peer_id -> (ip, port)
         self.downloaded = 0
+        self.next_sweep = 0.0
+
+    def add(self, address, peer):
+        self.peers[address] = peer
+        self.by_peer_id[peer.peer_id] = address
+        (self.complete if peer.complete else self.incomplete).add(address, peer)
+        (self.incomplete if peer.complete else self.complete).discard(address)
+
+    def remove(self, address):
+        peer = self.peers.pop(address, None)
+        if peer is None:
+            return
+        if self.by_peer_id.get(peer.peer_id) == address:
+            del self.by_peer_id[peer.peer_id]
+        self.complete.discard(address)
+        self.incomplete.discard(address)
 
     def counts(self):
-        complete = sum(1 for peer in self.peers.values() if peer.complete)
         return {
-            "complete": complete,
-            "incomplete": len(self.peers) - complete,
+            "complete": len(self.complete),
+            "incomplete": len(self.incomplete),
             "downloaded": self.downloaded,
         }
 
 
-def pick_peers(candidates, limit, requester_complete=False, rng=random):
-    """Choose up to ``limit`` peers from ``candidates`` (which excludes the requester).
+def pick_peers(complete, incomplete, limit, requester=None, requester_complete=False, rng=random):
+    """Choose up to ``limit`` peers from two :class:`PeerSet` groups, never the ``requester`` address.
 
     Complete peers (``left == 0``, the seeder among them) come first for a
     downloading requester; incomplete peers come first for a complete one.
-    Each group is shuffled so that announces spread over the swarm.
+    Each group is sampled uniformly so that announces spread over the swarm,
+    at a cost that grows with ``limit``, not with the swarm.
     """
-    complete = [peer for peer in candidates if peer.complete]
-    incomplete = [peer for peer in candidates if not peer.complete]
-    rng.shuffle(complete)
-    rng.shuffle(incomplete)
-    ordered = incomplete + complete if requester_complete else complete + incomplete
-    return ordered[: max(0, limit)]
+    first, second = (incomplete, complete) if requester_complete else (complete, incomplete)
+    chosen = first.sample(limit, rng, exclude=requester)
+    if len(chosen) < limit:
+        chosen += second.sample(limit - len(chosen), rng, exclude=requester)
+    return chosen
+
+
+def interval_for(peers, base, max_announce_rate):
+    """The announce interval for a tracker holding ``peers``: ``base``, longer when the swarm is large.
+
+    ``peers / interval`` is the rate of announces the tracker receives; the
+    interval grows so that it stays at most ``max_announce_rate`` a second.
+    """
+    return max(base, -(-peers // max_announce_rate))
 
 
 def parse_query(raw):
@@ -159,7 +266,11 @@ def parse_query(raw):
         if not part:
             continue
         name, _, value = part.partition(b"=")
-        params.setdefault(unquote_to_bytes(name), []).append(unquote_to_bytes(value))
+        if b"%" in name:
+            name = unquote_to_bytes(name)
+        if b"%" in value:
+            value = unquote_to_bytes(value)
+        params.setdefault(name, []).append(value)
     return params
 
 
@@ -189,6 +300,7 @@ def _info_hash(value):
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _peer_address(remote_ip):
     """The source address as an ip_address; IPv4-mapped IPv6 addresses become plain IPv4."""
     address = ipaddress.ip_address(remote_ip.split("%", 1)[0])
@@ -204,23 +316,34 @@ class Tracker:
         Address to listen on; ``port=0`` picks a free port (read ``.port``
         after :meth:`start`).
     interval
-        Seconds between a peer's announces (the ``interval`` of every reply).
+        Seconds between a peer's announces (the ``interval`` of every reply)
+        while the tracker holds few peers; see ``max_announce_rate``.
     max_peers
         Most peers returned by one announce.
     peer_ttl
         Seconds after its last announce that a silent peer is dropped;
-        default three intervals.
+        default three of the intervals it was handed.
+    max_announce_rate
+        Announces a second the tracker asks for at most: with more than
+        ``interval * max_announce_rate`` peers (over all swarms) the interval
+        handed out grows to ``peers / max_announce_rate``.
     """
 
-    def __init__(self, host="127.0.0.1", port=0, interval=5, max_peers=200, peer_ttl=None):
+    def __init__(self, host="127.0.0.1", port=0, interval=5, max_peers=200, peer_ttl=None,
+                 max_announce_rate=1000):
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise InvalidInput(f"tracker interval must be a whole number of seconds >= 1, got {interval!r}")
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
             raise InvalidInput(f"tracker max_peers must be an integer >= 1, got {max_peers!r}")
-        if peer_ttl is None:
-            peer_ttl = 3 * interval
-        if not isinstance(peer_ttl, (int, float)) or isinstance(peer_ttl, bool) or peer_ttl <= 0:
+        if peer_ttl is not None and (
+            not isinstance(peer_ttl, (int, float)) or isinstance(peer_ttl, bool) or peer_ttl <= 0
+        ):
             raise InvalidInput(f"tracker peer_ttl must be a number of seconds > 0, got {peer_ttl!r}")
+        if not isinstance(max_announce_rate, int) or isinstance(max_announce_rate, bool) or max_announce_rate < 1:
+            raise InvalidInput(
+                f"tracker max_announce_rate must be a whole number of announces a second >= 1, "
+                f"got {max_announce_rate!r}"
+            )
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise InvalidInput(f"tracker port must be 0 to 65535, got {port!r}")
         self.host = host
@@ -228,9 +351,11 @@ class Tracker:
         self.interval = interval
         self.max_peers = max_peers
         self.peer_ttl = peer_ttl
+        self.max_announce_rate = max_announce_rate
         self._lock = threading.Lock()  # guards _swarms and everything in them
         self.announces = 0  # answered, for the engine's metrics
         self._swarms = {}  # info-hash key -> _Swarm (aliases share one)
+        self._peer_count = 0  # peers over all swarms, for the interval
         self._life = threading.Lock()  # guards start/stop
         self._thread = None
         self._loop = None
@@ -316,28 +441,31 @@ class Tracker:
 
     async def _serve(self, sockets, ready):
         self._stopping = asyncio.Event()
-        app = tornado.web.Application(
-            [
-                (r"/announce", _AnnounceHandler, {"tracker": self}),
-                (r"/scrape", _ScrapeHandler, {"tracker": self}),
-            ],
-            log_function=_log_request,
+        server = tracker_http.Server(
+            {b"/announce": self._http_announce, b"/scrape": self._http_scrape},
+            max_uri=MAX_URI_BYTES,
+            max_header=MAX_HEADER_BYTES,
+            max_body=MAX_BODY_BYTES,
+            idle_timeout=IDLE_CONNECTION_TIMEOUT,
         )
-        server = tornado.httpserver.HTTPServer(
-            app,
-            max_header_size=MAX_HEADER_BYTES,
-            max_body_size=MAX_BODY_BYTES,
-            idle_connection_timeout=IDLE_CONNECTION_TIMEOUT,
-            body_timeout=IDLE_CONNECTION_TIMEOUT,
-        )
-        server.add_sockets(sockets)
         self._loop = asyncio.get_running_loop()
         ready.set()
+        await server.serve(sockets, self._stopping)
+
+    def _http_announce(self, query, remote_ip):
+        return self._http_answer(b"/announce", lambda params: self.announce(params, remote_ip), query, remote_ip)
+
+    def _http_scrape(self, query, remote_ip):
+        return self._http_answer(b"/scrape", self.scrape, query, remote_ip)
+
+    @staticmethod
+    def _http_answer(path, handle, query, remote_ip):
         try:
-            await self._stopping.wait()
-        finally:
-            server.stop()
-            await server.close_all_connections()
+            answer = handle(parse_query(query))
+        except TrackerFailure as failure:
+            log.info("tracker refused %s from %s: %s", path.decode(), remote_ip, failure)
+            answer = {b"failure reason": str(failure).encode()}
+        return libtorrent.bencode(answer)
 
     # -- swarms ------------------------------------------------------------
 
@@ -373,6 +501,7 @@ class Tracker:
                     continue
                 for alias in swarm.keys:
                     self._swarms.pop(alias, None)
+                self._peer_count -= len(swarm.peers)
                 log.info("tracker no longer serves %s", " = ".join(alias.hex() for alias in swarm.keys))
 
     def swarm(self, key):
@@ -385,19 +514,31 @@ class Tracker:
             swarm = self._swarms.get(key)
             if swarm is None:
                 raise KeyError(f"tracker does not serve info-hash {bytes(key).hex()}")
-            self._expire(swarm, time.monotonic())
+            self._expire(swarm, time.monotonic(), force=True)
             return swarm.counts()
 
-    def _expire(self, swarm, now):
+    def current_interval(self):
+        """The interval announces are answered with now, for the peers the tracker holds."""
+        return interval_for(self._peer_count, self.interval, self.max_announce_rate)
+
+    def _ttl(self, interval):
+        return self.peer_ttl if self.peer_ttl is not None else 3 * interval
+
+    def _expire(self, swarm, now, force=False):
+        # A sweep costs a pass over the swarm: at most one a second, unless a caller needs exact counts.
+        if not force and now < swarm.next_sweep:
+            return
+        swarm.next_sweep = now + min(1.0, self._ttl(self.interval) / 4)
         for address, peer in list(swarm.peers.items()):
-            if now - peer.seen > self.peer_ttl:
-                del swarm.peers[address]
+            if now > peer.expires:
+                swarm.remove(address)
+                self._peer_count -= 1
                 log.debug("tracker dropped silent peer %s:%s", peer.ip, peer.port)
 
     # -- protocol ----------------------------------------------------------
 
     def announce(self, params, remote_ip):
-        """Handle one announce (``params`` from :func:`parse_query`); return the reply dict.
+        """Handle one announce (``params`` from :func:`parse_query`); return the reply dict (bytes keys).
 
         Raises TrackerFailure with the failure reason.
         """
@@ -427,62 +568,62 @@ class Tracker:
                 raise TrackerFailure(f"info-hash {info_hash.hex()} is not served by this tracker")
             now = time.monotonic()
             self._expire(swarm, now)
+            interval = self.current_interval()
             # A peer that moved to another port announces its old entry away.
-            for other, peer in list(swarm.peers.items()):
-                if peer.peer_id == peer_id and other != address:
-                    del swarm.peers[other]
+            moved = swarm.by_peer_id.get(peer_id)
+            if moved is not None and moved != address:
+                swarm.remove(moved)
+                self._peer_count -= 1
             if event == b"stopped":
-                swarm.peers.pop(address, None)
+                if address in swarm.peers:
+                    swarm.remove(address)
+                    self._peer_count -= 1
                 chosen = []
             else:
                 peer = swarm.peers.get(address)
                 if peer is None:
-                    peer = swarm.peers[address] = _Peer(peer_id, ip, port, left, now)
+                    peer = _Peer(peer_id, ip, port, left, now + self._ttl(interval))
+                    self._peer_count += 1
                 else:
-                    peer.peer_id, peer.left, peer.seen = peer_id, left, now
+                    peer.peer_id, peer.left, peer.expires = peer_id, left, now + self._ttl(interval)
+                swarm.add(address, peer)
                 if event == b"completed" and not peer.counted:
                     peer.counted = True
                     swarm.downloaded += 1
-                candidates = [other for key, other in swarm.peers.items() if key != address]
-                chosen = pick_peers(candidates, min(numwant, self.max_peers), requester_complete=left == 0)
+                chosen = pick_peers(swarm.complete, swarm.incomplete, min(numwant, self.max_peers),
+                                    requester=address, requester_complete=left == 0)
             counts = swarm.counts()
-            chosen = [(peer.peer_id, peer.ip, peer.port) for peer in chosen]
 
-        log.debug(
-            "announce %s from %s:%s event=%s left=%s: %d peers",
-            info_hash.hex(), ip, port, event.decode(errors="replace") or "-", left, len(chosen),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "announce %s from %s:%s event=%s left=%s: %d peers",
+                info_hash.hex(), ip, port, event.decode(errors="replace") or "-", left, len(chosen),
+            )
+        # Bytes keys: the reply goes to libtorrent's bencoder as it is.
         reply = {
-            "interval": self.interval,
-            "min interval": max(1, self.interval // 2),
-            "complete": counts["complete"],
-            "incomplete": counts["incomplete"],
+            b"interval": interval,
+            b"min interval": max(1, interval // 2),
+            b"complete": counts["complete"],
+            b"incomplete": counts["incomplete"],
         }
         if compact:
-            peers4 = b"".join(
-                ipaddress.ip_address(peer_ip).packed + peer_port.to_bytes(2, "big")
-                for _, peer_ip, peer_port in chosen
-                if ":" not in peer_ip
-            )
-            peers6 = b"".join(
-                ipaddress.ip_address(peer_ip).packed + peer_port.to_bytes(2, "big")
-                for _, peer_ip, peer_port in chosen
-                if ":" in peer_ip
-            )
-            reply["peers"] = peers4
-            if peers6:
-                reply["peers6"] = peers6
+            packed = b"".join([peer.packed for peer in chosen])
+            if len(packed) == 6 * len(chosen):
+                reply[b"peers"] = packed
+            else:
+                reply[b"peers"] = b"".join([peer.packed for peer in chosen if len(peer.packed) == 6])
+                reply[b"peers6"] = b"".join([peer.packed for peer in chosen if len(peer.packed) == 18])
         else:
-            reply["peers"] = []
-            for pid, peer_ip, peer_port in chosen:
-                entry = {"ip": peer_ip, "port": peer_port}
+            reply[b"peers"] = []
+            for peer in chosen:
+                entry = {b"ip": peer.ip.encode(), b"port": peer.port}
                 if with_peer_id:
-                    entry["peer id"] = pid
-                reply["peers"].append(entry)
+                    entry[b"peer id"] = peer.peer_id
+                reply[b"peers"].append(entry)
         return reply
 
     def scrape(self, params):
-        """Handle one scrape: counts for the requested served hashes (all served ones if none asked)."""
+        """Handle one scrape: counts for the requested served hashes (all served ones if none asked), bytes keys."""
         wanted = [_info_hash(value) for value in params.get(b"info_hash", [])]
         files = {}
         with self._lock:
@@ -491,69 +632,6 @@ class Tracker:
                 swarm = self._swarms.get(key)
                 if swarm is None:
                     continue
-                self._expire(swarm, now)
-                files[key] = swarm.counts()
-        return {"files": files}
-
-
-def bencode(value):
-    """Bencode a reply with libtorrent, text keys and values as UTF-8 bytes."""
-    return libtorrent.bencode(_as_bytes(value))
-
-
-def _as_bytes(value):
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, dict):
-        return {_as_bytes(key): _as_bytes(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_as_bytes(item) for item in value]
-    return value
-
-
-def _log_request(handler):
-    request = handler.request
-    log.debug(
-        "%d %s %s from %s (%.1f ms)",
-        handler.get_status(), request.method, request.path, request.remote_ip, 1000 * request.request_time(),
-    )
-
-
-class _TrackerHandler(tornado.web.RequestHandler):
-    def initialize(self, tracker):
-        self.tracker = tracker
-
-    def compute_etag(self):
-        return None
-
-    def prepare(self):
-        if len(self.request.uri) > MAX_URI_BYTES:
-            log.info(
-                "tracker refused a %d-byte request URI from %s", len(self.request.uri), self.request.remote_ip
-            )
-            raise tornado.web.HTTPError(414)
-
-    def reply(self, answer):
-        self.set_header("Content-Type", "text/plain")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(bencode(answer))
-
-    def get(self):
-        # Tornado decodes the request line as latin-1: encode back to the raw bytes.
-        params = parse_query(self.request.query.encode("latin-1"))
-        try:
-            answer = self.answer(params)
-        except TrackerFailure as failure:
-            log.info("tracker refused %s from %s: %s", self.request.path, self.request.remote_ip, failure)
-            answer = {"failure reason": str(failure)}
-        self.reply(answer)
-
-
-class _AnnounceHandler(_TrackerHandler):
-    def answer(self, params):
-        return self.tracker.announce(params, self.request.remote_ip)
-
-
-class _ScrapeHandler(_TrackerHandler):
-    def answer(self, params):
-        return self.tracker.scrape(params)
+                self._expire(swarm, now, force=True)
+                files[key] = {name.encode(): count for name, count in swarm.counts().items()}
+        return {b"files": files}

@@ -12,7 +12,7 @@ import libtorrent as lt
 import pytest
 
 from murder_core.errors import InvalidInput, MurderError
-from murder_core.tracker import Tracker, pick_peers
+from murder_core.tracker import PeerSet, Tracker, interval_for, pick_peers
 
 RELEASE = bytes(range(20))
 ALIAS = bytes(range(100, 120))
@@ -147,18 +147,87 @@ def test_completed_peers_come_first(tracker):
     assert sorted(got[:4]) == [7001, 7002, 7003, 7200] and got[4:] == [7102]
 
 
-def test_pick_peers_policy():
-    class P:
-        def __init__(self, name, complete):
-            self.name, self.complete = name, complete
+class _P:
+    def __init__(self, name, complete):
+        self.name, self.complete, self.ip, self.port = name, complete, "10.0.0.1", ord(name)
 
-    peers = [P("a", False), P("s", True), P("b", False), P("c", True)]
+
+def _groups(peers):
+    complete, incomplete = PeerSet(), PeerSet()
+    for peer in peers:
+        (complete if peer.complete else incomplete).add((peer.ip, peer.port), peer)
+    return complete, incomplete
+
+
+def test_pick_peers_policy():
+    peers = [_P("a", False), _P("s", True), _P("b", False), _P("c", True)]
+    complete, incomplete = _groups(peers)
     rng = random.Random(1)
-    picked = [p.name for p in pick_peers(peers, 3, rng=rng)]
+    picked = [p.name for p in pick_peers(complete, incomplete, 3, rng=rng)]
     assert sorted(picked[:2]) == ["c", "s"] and picked[2] in {"a", "b"}
-    picked = [p.name for p in pick_peers(peers, 10, requester_complete=True, rng=rng)]
+    picked = [p.name for p in pick_peers(complete, incomplete, 10, requester_complete=True, rng=rng)]
     assert sorted(picked[:2]) == ["a", "b"] and sorted(picked[2:]) == ["c", "s"]
-    assert pick_peers(peers, 0) == []
+    assert pick_peers(complete, incomplete, 0) == []
+    # The requester is never handed itself, however many it asks for.
+    for limit in (1, 2, 3, 10):
+        picked = pick_peers(complete, incomplete, limit, requester=("10.0.0.1", ord("s")), rng=rng)
+        assert "s" not in [p.name for p in picked] and len(picked) == min(limit, 3)
+
+
+def test_peer_set_samples_uniformly_and_survives_removal():
+    group = PeerSet()
+    peers = [_P(chr(0x100 + n), False) for n in range(1000)]
+    for peer in peers:
+        group.add((peer.ip, peer.port), peer)
+    for peer in peers[::2]:
+        group.discard((peer.ip, peer.port))
+    group.discard(("10.0.0.1", 1))  # not there: nothing happens
+    left = {peer.name for peer in peers[1::2]}
+    assert len(group) == 500 and {p.name for p in group} == left
+    rng = random.Random(7)
+    seen = {}
+    for _ in range(400):
+        drawn = group.sample(5, rng)
+        assert len({p.name for p in drawn}) == 5 and {p.name for p in drawn} <= left
+        for p in drawn:
+            seen[p.name] = seen.get(p.name, 0) + 1
+    # 2,000 draws over 500 peers: a fair sampler reaches nearly all of them.
+    assert len(seen) > 450
+
+
+def test_peer_set_sample_is_distinct_sized_and_never_the_requester():
+    rng = random.Random(3)
+    for size in range(1, 40):
+        group = PeerSet()
+        peers = [_P(chr(0x100 + n), False) for n in range(size)]
+        for peer in peers:
+            group.add((peer.ip, peer.port), peer)
+        for count in range(1, size + 2):
+            for exclude in (None, (peers[0].ip, peers[0].port), (peers[-1].ip, peers[-1].port)):
+                for _ in range(5):
+                    drawn = group.sample(count, rng, exclude=exclude)
+                    names = [p.name for p in drawn]
+                    assert len(names) == len(set(names)) == min(count, size - (exclude is not None))
+                    assert exclude is None or exclude not in {(p.ip, p.port) for p in drawn}
+
+
+def test_interval_grows_with_the_peers_held():
+    assert interval_for(0, 5, 1000) == 5
+    assert interval_for(5000, 5, 1000) == 5
+    assert interval_for(5001, 5, 1000) == 6
+    assert interval_for(10_000, 5, 1000) == 10
+    assert interval_for(10_000, 5, 400) == 25
+
+
+def test_a_large_swarm_is_handed_a_longer_interval(make_tracker):
+    tracker = make_tracker(interval=1, max_announce_rate=3)
+    tracker.serve(RELEASE)
+    intervals = [announce(tracker, 7000 + n)[b"interval"] for n in range(10)]
+    # peers held before each answer: 0..9, so ceil(peers / 3) once past 3 peers.
+    assert intervals == [1, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert tracker.current_interval() == 4
+    announce(tracker, 7000, event="stopped")
+    assert tracker.current_interval() == 3
 
 
 def test_numwant_and_max_peers_cap(make_tracker):
@@ -373,3 +442,47 @@ def test_libtorrent_session_announces_to_the_tracker(tmp_path, tracker, lt_sessi
 
     session.remove_torrent(handle)  # announces "stopped"
     assert wait_for(lambda: tracker.swarm(v1)["complete"] == 0), tracker.swarm(v1)
+
+
+def _raw(tracker, data, read_until_close=True):
+    """Send raw bytes to the tracker; return what it sent back, and whether it closed within 0.5 s."""
+    with socket.create_connection((tracker.host, tracker.port), timeout=0.5) as conn:
+        conn.sendall(data)
+        received = b""
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return received, True
+                received += chunk
+        except socket.timeout:
+            return received, False
+
+
+def _announce_line(port):
+    return (f"GET /announce?info_hash={quote_from_bytes(RELEASE)}&peer_id=-TEST-{port:014d}"
+            f"&port={port}&left=5&compact=1 HTTP/1.1\r\nHost: x\r\n\r\n").encode()
+
+
+def test_kept_alive_and_pipelined_requests_are_each_answered(tracker):
+    received, closed = _raw(tracker, _announce_line(7001) + _announce_line(7002))
+    assert received.count(b"HTTP/1.1 200 OK") == 2 and not closed  # HTTP/1.1 stays open
+    second = lt.bdecode(received[received.rindex(b"\r\n\r\n") + 4:])
+    assert compact_peers(second) == [("127.0.0.1", 7001)]
+    received, closed = _raw(tracker, _announce_line(7003).replace(b"HTTP/1.1", b"HTTP/1.0"))
+    assert received.startswith(b"HTTP/1.1 200 OK") and closed  # HTTP/1.0 without keep-alive is closed
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("request_, status", [
+    (b"GET /nothing HTTP/1.1\r\n\r\n", b"404"),
+    (b"DELETE /announce HTTP/1.1\r\n\r\n", b"405"),
+    (b"GET /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+    (b"GET /announce HTTP/2.0\r\n\r\n", b"400"),
+    (b"NONSENSE\r\n\r\n", b"400"),
+    (b"GET /announce HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+])
+def test_requests_that_are_not_announces_get_an_error_and_a_close(tracker, request_, status):
+    received, closed = _raw(tracker, request_)
+    assert received.startswith(b"HTTP/1.1 " + status) and closed
+    assert b"failure reason" not in announce(tracker, 7001)
