@@ -22,10 +22,20 @@ synced between measurements so that one does not pay for the previous one.
 ``--setting [seeder:|peer:]NAME=VALUE`` overrides one libtorrent setting of
 the profile for this run only; that is how the profile's values were chosen.
 
+Each round also runs, per torrent format, a **host**: what ``murder.peer``
+does on a minion (``minion.fetch``: download, the SHA-256 pass where the
+format needs it, unpack) in a process of its own, whose CPU is measured
+alone (the seeder and the tracker stay in this process). Its CPU per GiB
+is set beside the **floor** of that work done by hand on the same artifact
+(``bench/floor.py``: one ``sha256sum`` and ``zstd -d | tar -x``), and a
+fetch of a one-byte release gives the fixed cost of one fetch, on its own.
+The artifact is a real release: one incompressible file packed by murder.
+
 Results go to ``bench/results/swarm-latest.json``; the temporary directory is
 removed whatever happens. The exit status is non-zero when a download fails.
 """
 import argparse
+import base64
 import datetime
 import hashlib
 import json
@@ -35,16 +45,19 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 import libtorrent as lt  # noqa: E402
 
-from murder_core import profile, swarm, torrent  # noqa: E402
+import floor  # noqa: E402  (bench/ is a directory of scripts)
+from murder_core import minion, pack, profile, swarm, torrent  # noqa: E402
 from murder_core.config import DEFAULTS  # noqa: E402
 from murder_core.errors import MurderError  # noqa: E402
 from murder_core.tracker import Tracker  # noqa: E402
@@ -229,6 +242,61 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     return run
 
 
+def host_child():
+    """The host process: one ``minion.fetch`` of the job on stdin; prints its own CPU and steps as JSON."""
+    job = json.loads(sys.stdin.read())
+    cpu_before, started = cpu_seconds(), time.monotonic()
+    peer, report = minion.fetch(torrent=base64.b64decode(job["torrent"]), sha256=job["sha256"],
+                                base_dir=job["base_dir"], release="r1", listen="127.0.0.1:0",
+                                stall_timeout=30, deadline=started + job["timeout"])
+    peer.close()
+    os.sync()
+    print(json.dumps({"seconds": time.monotonic() - started, "cpu_seconds": cpu_seconds() - cpu_before,
+                      "steps": report["steps"], "hash_failures": report["hash_failures"]}))
+    return 0
+
+
+def time_host(tracker, data, artifact, sha256, workdir, timeout, pause):
+    """Run a seeder here and ``minion.fetch`` in a process of its own; return the host's figures."""
+    info = torrent.describe(data)
+    tracker.serve(*info.tracker_keys)
+    base_dir = os.path.join(workdir, "host")
+    seeder = None
+    run = {"piece_size": info.piece_size, "torrent_format": info.torrent_format, "size": info.size}
+    try:
+        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
+        wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
+        while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
+            if time.monotonic() > wait_until:
+                raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
+            time.sleep(0.05)
+        settle(pause)
+        job = {"torrent": base64.b64encode(data).decode(), "sha256": sha256, "base_dir": base_dir,
+               "timeout": timeout}
+        answer = subprocess.run([sys.executable, __file__, "--host-child"], input=json.dumps(job),
+                                capture_output=True, text=True, timeout=timeout + 60)
+        if answer.returncode != 0:
+            raise MurderError(f"host fetch failed: {answer.stderr.strip()[-2000:]}")
+        run.update(json.loads(answer.stdout.strip().splitlines()[-1]))
+    finally:
+        if seeder is not None:
+            seeder.close()
+        tracker.forget(*info.tracker_keys)
+        shutil.rmtree(base_dir, ignore_errors=True)
+    return run
+
+
+def make_release(workdir, name, size):
+    """A release of one incompressible file of ``size`` bytes, packed by murder; returns pack's Artifact."""
+    build = os.path.join(workdir, f"build-{name}")
+    os.makedirs(build)
+    write_artifact(os.path.join(build, "payload.bin"), size)
+    try:
+        return pack.pack(build, os.path.join(workdir, "master", f"app-{name}.tar.zst"))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 def rate(size, seconds):
     """MB/s (10^6 bytes per second), as disk tools print it."""
     return size / seconds / 1e6 if seconds > 0 else float("inf")
@@ -254,6 +322,22 @@ def summarize(size, copies, runs):
                 cpu_cores_busy=statistics.median(run["cpu_cores_busy"] for run in good),
                 cpu_seconds_per_gib=statistics.median(run["cpu_seconds"] * GiB / size for run in good),
             )
+        summary.append(entry)
+    return summary
+
+
+def summarize_hosts(hosts, floor_per_gib):
+    """Per torrent format: the host's median CPU per GiB, beside the floor, and its median steps."""
+    summary = []
+    for torrent_format in sorted({run["torrent_format"] for run in hosts}):
+        good = [run for run in hosts if run["torrent_format"] == torrent_format and "error" not in run]
+        entry = {"torrent_format": torrent_format, "runs": len(good)}
+        if good:
+            per_gib = statistics.median(run["cpu_seconds"] * GiB / run["size"] for run in good)
+            entry.update(cpu_seconds_per_gib=round(per_gib, 3), floor_ratio=round(per_gib / floor_per_gib, 2),
+                         seconds=statistics.median(run["seconds"] for run in good),
+                         steps={step: statistics.median(run["steps"].get(step, 0.0) for run in good)
+                                for step in ("download", "verify", "unpack")})
         summary.append(entry)
     return summary
 
@@ -286,6 +370,23 @@ def print_table(results):
               f"{spread:>11}  {entry['cpu_seconds_per_gib']:9.1f}  {entry['runs']}{failed}")
     if "copy_cpu_seconds_per_gib" in results:
         print(f"the copy used {results['copy_cpu_seconds_per_gib']:.1f} CPU s/GiB")
+    if results.get("floor"):
+        floor_ = results["floor"]
+        print(f"floor (sha256sum + zstd -d | tar -x, by hand): {floor_['cpu_seconds_per_gib']:.2f} CPU s/GiB "
+              f"({floor_['sha256_cpu_seconds_per_gib']:.2f} + {floor_['unpack_cpu_seconds_per_gib']:.2f})")
+        print(f"{'host (minion.fetch)':>20}  {'CPU s/GiB':>9}  {'x floor':>7}  {'download s':>10}  "
+              f"{'verify s':>8}  {'unpack s':>8}")
+        for entry in results["host_summary"]:
+            if "cpu_seconds_per_gib" not in entry:
+                print(f"{entry['torrent_format']:>20}  failed")
+                continue
+            steps = entry["steps"]
+            print(f"{entry['torrent_format']:>20}  {entry['cpu_seconds_per_gib']:9.2f}  {entry['floor_ratio']:7.2f}  "
+                  f"{steps['download']:10.2f}  {steps['verify']:8.2f}  {steps['unpack']:8.2f}")
+    if results.get("fixed_cost"):
+        fixed = results["fixed_cost"]
+        print(f"fixed cost of one fetch (a 1-byte release, {fixed['torrent_format']}): {fixed['seconds']:.2f} s, "
+              f"{fixed['cpu_seconds']:.2f} CPU s; a Salt job's own start is measured by make bench")
 
 
 def parse_args(argv):
@@ -324,6 +425,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    if (argv if argv is not None else sys.argv[1:]) == ["--host-child"]:
+        return host_child()
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -344,14 +447,22 @@ def main(argv=None):
         "copy_seconds": [],
         "copy_cpu_seconds": [],
         "runs": [],
+        "hosts": [],
     }
     failed = False
     try:
         with Tracker(host="127.0.0.1", port=0, interval=1) as tracker:
-            artifact = os.path.join(workdir, "master", "app-bench.tar")
-            os.makedirs(os.path.dirname(artifact))
-            log.info("writing %d MiB of random bytes to %s", args.size_mib, artifact)
-            sha256 = write_artifact(artifact, size)
+            log.info("packing a release of %d MiB of random bytes", args.size_mib)
+            packed = make_release(workdir, "bench", size)
+            artifact, sha256 = packed.path, packed.sha256
+            size = packed.size
+            results["size"] = size
+            results["floor"] = floor.measure(artifact, workdir)
+            log.info("floor: %.2f CPU s/GiB", results["floor"]["cpu_seconds_per_gib"])
+            tiny = make_release(workdir, "tiny", 1)
+            tiny_torrent = torrent.make_torrent(tiny.path, [tracker.url], torrent_format=args.torrent_format[0])
+            fixed = time_host(tracker, tiny_torrent, tiny.path, tiny.sha256, workdir, args.timeout, args.settle)
+            results["fixed_cost"] = {key: fixed[key] for key in ("torrent_format", "seconds", "cpu_seconds", "steps")}
             torrents = {}
             kinds = [(kib, kind) for kib in args.piece_size_kib for kind in args.torrent_format]
             for kib, kind in kinds:
@@ -378,6 +489,19 @@ def main(argv=None):
                         continue
                     run["round"] = round_
                     results["runs"].append(run)
+                    if kib == args.piece_size_kib[0]:
+                        try:
+                            host = time_host(tracker, torrents[kib, kind], artifact, sha256, workdir,
+                                             args.timeout, args.settle)
+                        except MurderError as exc:
+                            log.error("round %d: host fetch (%s) failed: %s", round_ + 1, kind, exc)
+                            results["hosts"].append({"round": round_, "torrent_format": kind, "error": str(exc)})
+                            failed = True
+                        else:
+                            host["round"] = round_
+                            results["hosts"].append(host)
+                            log.info("round %d: host (%s) %.2f s, %.2f CPU s", round_ + 1, kind,
+                                     host["seconds"], host["cpu_seconds"])
                     log.info("round %d: swarm with %d KiB pieces %.2f s (%.2f s download + %.2f s fsync), "
                              "%.0f MB/s, ratio %.2f, %.2f cores busy", round_ + 1, kib, run["seconds"],
                              run["download_seconds"], run["fsync_seconds"], rate(size, run["seconds"]),
@@ -386,7 +510,9 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
 
     results["loadavg_after"] = os.getloadavg()
-    results["summary"] = summarize(size, results["copy_seconds"], results["runs"])
+    results["summary"] = summarize(results["size"], results["copy_seconds"], results["runs"])
+    if results.get("floor"):
+        results["host_summary"] = summarize_hosts(results["hosts"], results["floor"]["cpu_seconds_per_gib"])
     if results["copy_cpu_seconds"]:
         results["copy_cpu_seconds_per_gib"] = statistics.median(results["copy_cpu_seconds"]) * GiB / size
     write_results(args.results, results)

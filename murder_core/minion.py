@@ -1,7 +1,8 @@
 """What ``murder.peer`` does on a minion: fetch one release through the swarm.
 
-Download the artifact into ``<base_dir>/.murder/<release>/``, check its
-SHA-256, unpack it into ``<base_dir>/releases/<release>`` (through a staging
+Download the artifact into ``<base_dir>/.murder/<release>/`` (libtorrent
+checks every block; a v1 torrent's artifact is then checked against its
+SHA-256, see ``torrent.blocks_authenticated``), unpack it into ``<base_dir>/releases/<release>`` (through a staging
 directory), report, then keep seeding for the rest of the swarm. Nothing is
 activated here: the deploy's second phase does that once every host has the
 release.
@@ -110,7 +111,9 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
     close it) and ``report`` a dict: ``changed``, ``path``, ``seconds``,
-    ``bytes_from_seeder``, ``bytes_from_peers``, ``hash_failures``, ``stripe``.
+    ``bytes_from_seeder``, ``bytes_from_peers``, ``hash_failures``, ``stripe``,
+    and ``steps``: seconds of ``download``, ``verify`` (a ``v1`` torrent
+    only, see ``torrent.blocks_authenticated``) and ``unpack``.
     ``minion`` and ``minions`` (every peer of the deploy) give this peer its
     stripe of pieces to fetch first (``policy.stripe``); ``stripe`` in the
     report is ``[index, count]`` or None.
@@ -133,6 +136,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
 
     stripe = policy.stripe(minion, minions, info.num_pieces)
     started = time.monotonic()
+    steps = {}
     peer = None
     try:
         peer = swarm.Peer(
@@ -143,11 +147,17 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)
+        steps["download"] = time.monotonic() - started
         if not already:
             # Keep reporting while verifying and unpacking: the runner fails a silent minion.
-            peer.verify(sha256, on_chunk=peer.heartbeat)
+            if not torrent_mod.blocks_authenticated(info):
+                mark = time.monotonic()
+                peer.verify(sha256, on_chunk=peer.heartbeat)
+                steps["verify"] = time.monotonic() - mark
             record_content(base_dir, release, sha256)
+            mark = time.monotonic()
             pack.unpack(result.path, target, on_member=peer.heartbeat)
+            steps["unpack"] = time.monotonic() - mark
     except Exception as exc:
         if peer is not None:
             peer.close()
@@ -160,6 +170,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
         raise
     report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
                      result.bytes_from_peers, result.hash_failures, stripe)
+    report["steps"] = {name: round(seconds, 3) for name, seconds in steps.items()}
     return peer, report
 
 

@@ -12,11 +12,16 @@ clients can join"):
   cannot read a hybrid's ``file tree``, whose file names are dictionary keys
   with an empty key for the file itself).
 
-The whole-artifact SHA-256 is not part of the torrent; the deploy carries it
-beside the torrent through Salt's encrypted channel, and a peer checks the
-finished file against it before unpacking, whatever the format. For ``v1``
-that check is what guarantees content (SHA-1 pieces are not
-collision-resistant).
+What authenticates the bytes a minion unpacks (:func:`blocks_authenticated`):
+the torrent itself reaches the minion through Salt's encrypted channel, never
+from a peer. A torrent with v2 hashes (``hybrid``, ``v2``) holds the merkle
+root of the artifact's SHA-256 block tree, and libtorrent checks every block
+against it (and the piece layers against it) before the block counts as
+downloaded, also for a cached file it re-checks; a second whole-file
+SHA-256 pass would only repeat that work (``make bench-swarm`` measures it).
+A ``v1`` torrent has only SHA-1 pieces, which are not collision-resistant,
+so there the peer checks the finished file against the whole-artifact
+SHA-256 the deploy carries beside the torrent, also through Salt.
 """
 import base64
 import binascii
@@ -122,6 +127,15 @@ def describe(torrent):
         trackers=_trackers(torrent),
         torrent_format=kind,
     )
+
+
+def blocks_authenticated(info):
+    """Whether libtorrent authenticates every block of this torrent (a :class:`TorrentInfo`) with SHA-256.
+
+    True for ``hybrid`` and ``v2`` (a SHA-256 merkle tree whose root is in the
+    torrent), False for ``v1`` (SHA-1 pieces only).
+    """
+    return info.torrent_format in ("hybrid", "v2")
 
 
 def encode(torrent):

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from murder_core import minion, pack, swarm, torrent
-from murder_core.errors import ReleaseError
+from murder_core.errors import MurderError, ReleaseError, VerifyError
 
 MiB = 1024 * 1024
 FILES = 300
@@ -80,3 +80,51 @@ def test_a_release_murder_did_not_put_there_is_not_taken_for_the_deployed_one(tr
     with pytest.raises(ReleaseError, match="not put there by murder"):
         _fetch(made, sha256, base, members)
     assert os.listdir(base / "releases" / "r1") == []
+
+
+def _one_file_release(tracker, members, tmp_path, torrent_format, tamper=False):
+    """A packed release, its torrent in ``torrent_format``; the seeder serves the file, or a tampered copy."""
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "blob.bin").write_bytes(os.urandom(MiB))
+    artifact = pack.pack(str(build), str(tmp_path / "master" / "app-r1.tar.zst"))
+    made = torrent.make_torrent(artifact.path, [tracker.url], piece_size=64 * 1024, torrent_format=torrent_format)
+    served = artifact.path
+    if tamper:
+        # Same size, one byte changed mid-file: the seeder (seed mode, no re-check) sends it as it is.
+        served = str(tmp_path / "tampered" / os.path.basename(artifact.path))
+        os.makedirs(os.path.dirname(served))
+        data = bytearray(open(artifact.path, "rb").read())
+        data[len(data) // 2] ^= 0xFF
+        open(served, "wb").write(bytes(data))
+    tracker.serve(*torrent.describe(made).tracker_keys)
+    members.append(swarm.Seeder(made, served, listen="127.0.0.1:0"))
+    return made, artifact.sha256
+
+
+@pytest.mark.parametrize("torrent_format", ["hybrid", "v2", "v1"])
+def test_a_v1_artifact_gets_the_sha256_pass_and_v2_blocks_need_none(tracker, members, tmp_path, torrent_format):
+    made, sha256 = _one_file_release(tracker, members, tmp_path, torrent_format)
+    # A SHA-256 that is not the artifact's: only the whole-file pass can notice it.
+    wrong = "0" * 64
+    base = tmp_path / "minion"
+    if torrent_format == "v1":
+        with pytest.raises(VerifyError, match="has SHA-256"):
+            _fetch(made, wrong, base, members)
+        assert not (base / "releases" / "r1").exists()
+    else:
+        report = _fetch(made, wrong, base, members)
+        assert report["changed"] is True and "verify" not in report["steps"]
+        assert set(report["steps"]) == {"download", "unpack"}
+        assert (base / "releases" / "r1" / "blob.bin").stat().st_size == MiB
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("torrent_format", ["hybrid", "v2"])
+def test_tampered_blocks_are_never_unpacked_without_the_sha256_pass(tracker, members, tmp_path, torrent_format):
+    made, sha256 = _one_file_release(tracker, members, tmp_path, torrent_format, tamper=True)
+    base = tmp_path / "minion"
+    with pytest.raises(MurderError):
+        minion.fetch(torrent=made, sha256=sha256, base_dir=str(base), release="r1", listen="127.0.0.1:0",
+                     stall_timeout=3)
+    assert not (base / "releases" / "r1").exists()

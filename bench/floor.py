@@ -1,0 +1,42 @@
+"""The floor of a minion's work on one release: what it could not avoid doing by hand.
+
+One SHA-256 pass over the artifact (``sha256sum``) and ``zstd -d | tar -x``
+of it, each timed by the CPU it took (its children's rusage), the least of
+``rounds``. Both benchmarks set a peer's CPU per GiB beside it.
+"""
+import os
+import resource
+import shutil
+import subprocess
+
+GiB = 2**30
+
+
+def children_cpu(argv):
+    """CPU seconds (user + system) of a command and everything it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([str(a) for a in argv], check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def measure(artifact, workdir, rounds=3):
+    """The floor for the packed ``artifact`` (a path); scratch space in ``workdir``, removed after."""
+    size = os.path.getsize(artifact)
+    hashing, unpacking = [], []
+    for index in range(rounds):
+        hashing.append(children_cpu(["sha256sum", artifact]))
+        dest = os.path.join(workdir, f"floor-unpacked-{index}")
+        os.makedirs(dest)
+        try:
+            unpacking.append(children_cpu(["sh", "-c", 'zstd -dcq "$0" | tar -xf - -C "$1"', artifact, dest]))
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+    per_gib = GiB / size
+    sha256, unpack = min(hashing) * per_gib, min(unpacking) * per_gib
+    return {"artifact_bytes": size, "rounds": rounds,
+            "cpu_seconds_per_gib": round(sha256 + unpack, 3),
+            "sha256_cpu_seconds_per_gib": round(sha256, 3),
+            "unpack_cpu_seconds_per_gib": round(unpack, 3),
+            "sha256_cpu_seconds": [round(value, 4) for value in hashing],
+            "unpack_cpu_seconds": [round(value, 4) for value in unpacking]}
