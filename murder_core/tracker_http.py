@@ -85,8 +85,10 @@ class _Connection(asyncio.Protocol):
                     if len(self.buffer) > self.server.max_header:
                         log.info("tracker closed a connection from %s: header block over %d bytes",
                                  self.peer, self.server.max_header)
+                        self.transport.write(b"".join(out))
                         self.transport.close()
-                    elif b"\r\n" not in self.buffer and len(self.buffer) > self.server.max_uri + 32:
+                        return
+                    if b"\r\n" not in self.buffer and len(self.buffer) > self.server.max_uri + 32:
                         raise HttpError(414)
                     break
                 head, self.buffer = self.buffer[:end], self.buffer[end + 4:]

@@ -406,6 +406,7 @@ def lt_session():
                 "listen_interfaces": "127.0.0.1:0",
                 "allow_multiple_connections_per_ip": True,
                 "stop_tracker_timeout": 1,
+                "alert_mask": lt.alert.category_t.tracker_notification,
             }
         )
         sessions.append(session)
@@ -440,6 +441,11 @@ def test_libtorrent_session_announces_to_the_tracker(tmp_path, tracker, lt_sessi
     assert tracker.swarm(v2) == tracker.swarm(v1) == {"complete": 1, "incomplete": 0, "downloaded": 0}
     assert scrape(tracker, v1, v2)[b"files"][v2][b"complete"] == 1
 
+    # libtorrent sends "stopped" only for an announce it has seen answered: wait for both replies
+    # (the tracker counts the peer before its answer reaches the client).
+    replies = []
+    assert wait_for(lambda: replies.extend(a for a in session.pop_alerts() if isinstance(a, lt.tracker_reply_alert))
+                    or len(replies) >= 2), replies
     session.remove_torrent(handle)  # announces "stopped"
     assert wait_for(lambda: tracker.swarm(v1)["complete"] == 0), tracker.swarm(v1)
 
