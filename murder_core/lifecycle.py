@@ -19,6 +19,12 @@ SUCCEEDED, FAILED, REFUSED = "succeeded", "failed", "refused"
 FINAL = (SUCCEEDED, FAILED, REFUSED)
 # Seconds between two progress lines of one deploy on the bus (and so on the salt-run console).
 PROGRESS_SECONDS = 2.0
+# Failed hosts said by name between two progress lines; the others of that while go in one line per
+# reason with the next progress line (the summary names them all). Each line is an event the engine
+# sends, taking it from the bus: 10,000 hosts falling silent at once were 10,000 lines and 16 s
+# (bench/engine_events.py), in which the bus may drop an engine that is not reading.
+FAILURES_NAMED = 5
+REASONS_NAMED = 3
 
 
 @dataclasses.dataclass
@@ -44,6 +50,8 @@ class Deploy:
         self.error = None
         self._last_line = None
         self._said = []
+        self._failures_named = 0
+        self._failures_unsaid = []
 
     # What the peers are told.
 
@@ -68,7 +76,7 @@ class Deploy:
         if self.state != DISTRIBUTING:
             return
         if self.hosts.record(minion, kind, payload, now=self.clock()) and kind == "failed":
-            self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
+            self._say_failed([minion])
 
     def tick(self):
         """Advance the clock-driven verdicts; True once distribution is over (every minion finished)."""
@@ -80,15 +88,37 @@ class Deploy:
             if late:
                 self.say(f"timed out waiting for {', '.join(late)}")
         slowest = max(self.peer_progress_interval(), float(self.progress_interval))
-        for minion in self.hosts.fail_silent(now, policy.silence_limit(self.silence_timeout, slowest)):
-            self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
+        self._say_failed(self.hosts.fail_silent(now, policy.silence_limit(self.silence_timeout, slowest)))
         finished = self.hosts.all_finished()
         if finished or self._last_line is None or now - self._last_line >= PROGRESS_SECONDS:
             self._last_line = now
+            self._say_unsaid_failures()
             self.say(self.hosts.progress_line())  # once at the end, not twice
         if finished:
             self.distribution_seconds = round(self.clock() - self.started, 3)
         return finished
+
+    def _say_failed(self, minions):
+        """Say each failed minion and why, the first ``FAILURES_NAMED`` of each while by name."""
+        for minion in minions:
+            if self._failures_named < FAILURES_NAMED:
+                self._failures_named += 1
+                self.say(f"{minion} failed: {self.hosts.minions[minion].comment}")
+            else:
+                self._failures_unsaid.append(minion)
+
+    def _say_unsaid_failures(self):
+        """With the progress line: the failures not said by name since the last one, a line per reason."""
+        by_reason = {}
+        for minion in self._failures_unsaid:
+            by_reason.setdefault(self.hosts.minions[minion].comment, []).append(minion)
+        reasons = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        for reason, minions in reasons[:REASONS_NAMED]:
+            self.say(f"{fleet.names(sorted(minions))} failed: {reason}")
+        others = sum(len(minions) for _, minions in reasons[REASONS_NAMED:])
+        if others:
+            self.say(f"{others} more failed for {len(reasons) - REASONS_NAMED} other reasons (see the summary)")
+        self._failures_unsaid, self._failures_named = [], 0
 
     def to_activate(self):
         """The first wave of minions to activate, or None (then every finished host is told why not)."""
@@ -182,9 +212,7 @@ class Deploy:
     def fail(self, error):
         """The deploy failed on the master (packing, the seeder, the engine stopping)."""
         self.error = str(error)
-        for state in self.hosts.minions.values():
-            if not state.finished:
-                state.state, state.comment = fleet.FAILED, f"the deploy failed on the master: {self.error}"
+        self.hosts.fail_unfinished(f"the deploy failed on the master: {self.error}")
         self.say(f"deploy {self.deploy_id} failed on the master: {self.error}")
 
     def finish(self):

@@ -71,3 +71,28 @@ def test_a_minion_not_heard_from_for_the_silence_limit_fails():
     assert "no word from the minion for 10 s" in report["m3"]["comment"]
     assert report["m2"]["state"] == fleet.DONE and report["m2"]["result"] is True
     assert hosts.fail_silent(1000.0, 10) == []  # finished minions are never failed again
+
+
+def test_silence_goes_by_when_each_minion_was_last_heard_from_not_by_name():
+    hosts = fleet.Fleet(["m1", "m2", "m3", "m4"])
+    hosts.expect_word(100.0)
+    hosts.record("m1", "progress", {"bytes_done": 1, "size": 10}, now=103.0)
+    hosts.record("m3", "progress", {"bytes_done": 1, "size": 10}, now=104.0)
+    hosts.record("m1", "progress", {"bytes_done": 2, "size": 10}, now=106.0)  # m1 now heard after m3
+    hosts.record("m2", "done", {"size": 10}, now=105.0)
+    assert hosts.fail_silent(113.0, 10) == ["m4"]
+    assert hosts.fail_silent(114.0, 10) == ["m3"]
+    assert hosts.unfinished() == ["m1"] and not hosts.all_finished()
+    assert hosts.fail_silent(200.0, 10) == ["m1"] and hosts.all_finished()
+    assert hosts.succeeded() == ["m2"] and hosts.failed() == ["m1", "m3", "m4"]
+
+
+def test_failing_the_unfinished_leaves_the_finished_alone():
+    hosts = fleet.Fleet(["m1", "m2", "m3"])
+    hosts.expect_word(0.0)
+    hosts.record("m2", "done", {"size": 1}, now=1.0)
+    assert hosts.fail_unfinished("the deploy failed on the master: boom") == ["m1", "m3"]
+    assert hosts.all_finished() and hosts.unfinished() == []
+    assert hosts.fail_silent(1000.0, 10) == []
+    assert hosts.minions["m2"].state == fleet.DONE
+    assert hosts.minions["m3"].comment == "the deploy failed on the master: boom"

@@ -184,3 +184,25 @@ def test_max_failures_lets_a_wave_fail_and_batch_wait_spaces_the_waves():
     assert deploy.next_step() == ("wait", None)
     clock.now += 5
     assert deploy.next_step() == ("wave", ["m2"])
+
+
+def test_a_fleet_falling_silent_at_once_is_said_in_a_few_lines_and_named_in_full_in_the_summary():
+    clock = Clock()
+    minions = [f"m{i:03d}" for i in range(200)]
+    asked = DeployRequest.from_arguments(dict(source="/srv/builds/shop", app="shop", tgt="m*", release="r1",
+                                              timeout=600), dict(config.DEFAULTS), lambda: "r0")
+    deploy = lifecycle.Deploy("shop-r1-abc", asked, minions, silence_timeout=10, progress_interval=2, clock=clock)
+    deploy.distributing(published=None)
+    deploy.record("m000", "failed", {"error": "No space left on device"})
+    deploy.said()
+    clock.now += 60
+    assert deploy.tick() is True
+    lines = deploy.said()
+    named = [line for line in lines if " failed: no word from the minion" in line and " more " not in line]
+    assert len(named) == lifecycle.FAILURES_NAMED - 1  # m000's own failure was the first of this while
+    assert "m001 failed: no word from the minion for 10 s" in lines[0]
+    assert any(line.startswith(f"m{lifecycle.FAILURES_NAMED:03d}, ") and " and 190 more failed: no word" in line
+               for line in lines)
+    assert lines[-1].startswith("0/200 hosts done, 200 failed")
+    summary = deploy.finish()
+    assert all(summary["minions"][m]["state"] == "failed" for m in minions)
