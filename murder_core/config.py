@@ -63,8 +63,9 @@ DEFAULTS = {
     "max_announce_rate": 1000,
     # Torrent piece size in bytes (see docs/tuning.md for the measurement).
     "piece_size": 1024 * 1024,
-    # (master) hybrid, v2 or v1: which BitTorrent clients can join a swarm (README).
-    "torrent_format": "hybrid",
+    # (master) v2, hybrid or v1: which BitTorrent clients can join a swarm, and
+    # what a host's CPU pays per GiB (README "Which BitTorrent clients can join").
+    "torrent_format": "v2",
     # A peer fails when no byte arrives for this many seconds.
     "stall_timeout": 30,
     # A finished peer keeps seeding until the swarm is complete, at most this long.

@@ -94,7 +94,7 @@ class Store:
         return path
 
     def publish(self, source, app, release, *, trackers, keep, excludes=(".git",), piece_size=None,
-                torrent_format="hybrid"):
+                torrent_format=None):
         """Pack ``source`` as ``app`` ``release`` and record it; return ``(record, changed, removed)``.
 
         ``changed`` is False when the same content was already published under

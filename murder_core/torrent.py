@@ -3,14 +3,15 @@
 Three formats (the ``torrent_format`` setting, README "Which BitTorrent
 clients can join"):
 
-* ``hybrid`` (default): BitTorrent v1+v2 in one torrent. v2 hashes every
-  16 KiB block with SHA-256 in a merkle tree; the v1 half (SHA-1 pieces)
-  serves v1 clients that understand a hybrid's v2 keys (libtorrent 2,
-  qBittorrent 4.4 and later).
-* ``v2``: SHA-256 merkle tree only; libtorrent 2 clients only.
+* ``v2`` (default): SHA-256 merkle tree only, every 16 KiB block checked;
+  libtorrent 2 clients (murder's peers, qBittorrent 4.4 and later). The
+  cheapest for a host's CPU: one hash pass (``make bench-swarm``).
+* ``hybrid``: BitTorrent v1+v2 in one torrent; the v1 half (SHA-1 pieces)
+  serves v1 clients that understand a hybrid's v2 keys (libtorrent 1.2 based
+  ones). Every block is hashed twice.
 * ``v1``: SHA-1 pieces only; every BitTorrent client (aria2 and Transmission
-  cannot read a hybrid's ``file tree``, whose file names are dictionary keys
-  with an empty key for the file itself).
+  cannot read a v2 or hybrid ``file tree``, whose file names are dictionary
+  keys with an empty key for the file itself).
 
 What authenticates the bytes a minion unpacks (:func:`blocks_authenticated`):
 the torrent itself reaches the minion through Salt's encrypted channel, never
@@ -60,7 +61,7 @@ class TorrentInfo:
     torrent_format: str = "hybrid"
 
 
-def make_torrent(artifact, trackers, piece_size=None, torrent_format="hybrid"):
+def make_torrent(artifact, trackers, piece_size=None, torrent_format=None):
     """Return the bencoded torrent of the single file ``artifact``.
 
     ``trackers`` is a list of announce URLs (one tier each). ``piece_size`` is
@@ -70,7 +71,7 @@ def make_torrent(artifact, trackers, piece_size=None, torrent_format="hybrid"):
     always make the same bytes and the same info-hash.
     """
     piece_size = piece_size or DEFAULTS["piece_size"]
-    check_format(torrent_format)
+    torrent_format = check_format(torrent_format or DEFAULTS["torrent_format"])
     if piece_size < MIN_PIECE_SIZE or piece_size & (piece_size - 1):
         raise InvalidInput(f"piece_size {piece_size} must be a power of two of at least {MIN_PIECE_SIZE}")
     if not trackers:
@@ -121,7 +122,7 @@ def describe(torrent):
         info_hash=info_hash.to_bytes().hex(),
         tracker_keys=tuple(keys),
         name=info.name(),
-        size=info.total_size(),
+        size=info.size_on_disk(),  # a v2 torrent counts the pad file after the last piece in total_size()
         piece_size=info.piece_length(),
         num_pieces=info.num_pieces(),
         trackers=_trackers(torrent),

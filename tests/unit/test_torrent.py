@@ -1,10 +1,11 @@
-"""Torrent creation: hybrid v1+v2, deterministic, validated input."""
+"""Torrent creation: v2 by default, hybrid and v1 on request, deterministic, validated input."""
 import os
 
 import libtorrent as lt
 import pytest
 
 from murder_core import torrent
+from murder_core.config import DEFAULTS
 from murder_core.errors import InvalidInput
 
 TRACKER = "http://127.0.0.1:8998/announce"
@@ -18,7 +19,7 @@ def artifact(tmp_path):
 
 
 def test_hybrid_torrent_with_sha256_and_tracker(artifact):
-    data = torrent.make_torrent(artifact, [TRACKER], piece_size=1 << 20)
+    data = torrent.make_torrent(artifact, [TRACKER], piece_size=1 << 20, torrent_format="hybrid")
     info = torrent.describe(data)
     hashes = torrent.load(data).info_hashes()
     assert hashes.has_v1() and hashes.has_v2()
@@ -29,6 +30,10 @@ def test_hybrid_torrent_with_sha256_and_tracker(artifact):
     assert (info.piece_size, info.num_pieces) == (1 << 20, 4)
     assert info.trackers == (TRACKER,)
     assert b"piece layers" in lt.bdecode(data)
+
+
+def test_the_default_format_is_the_configured_one(artifact):
+    assert torrent.describe(torrent.make_torrent(artifact, [TRACKER])).torrent_format == DEFAULTS["torrent_format"] == "v2"
 
 
 def test_same_artifact_same_torrent(artifact):
@@ -61,6 +66,8 @@ def test_each_torrent_format_makes_what_it_names(tmp_path, torrent_format, hashe
     made = torrent.make_torrent(str(artifact), [TRACKER], piece_size=1 << 20, torrent_format=torrent_format)
     info = torrent.describe(made)
     assert info.torrent_format == torrent_format
+    # The artifact's own size: a v2 torrent pads the last piece, which the size must not count.
+    assert info.size == 3 * 1024 * 1024 + 7
     assert len(info.tracker_keys) == hashes
     assert len(info.info_hash) == (40 if torrent_format == "v1" else 64)
     decoded = lt.bdecode(made)[b"info"]
