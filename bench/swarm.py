@@ -129,6 +129,19 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_jiffies():
+    """(busy, total) jiffies of all CPUs, from /proc/stat: how busy the whole machine was."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def machine_busy(before):
+    """Share of all cores busy since ``before`` (a :func:`machine_jiffies`)."""
+    busy, total = machine_jiffies()
+    return round((busy - before[0]) / max(total - before[1], 1), 3)
+
+
 def write_artifact(path, size):
     """Write ``size`` random bytes to ``path``, flushed to disk; return the SHA-256."""
     digest = hashlib.sha256()
@@ -215,7 +228,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
                 raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
             time.sleep(0.05)
         settle(pause)
-        cpu_before = cpu_seconds()
+        cpu_before, jiffies = cpu_seconds(), machine_jiffies()
         started = time.monotonic()
         peer = swarm.Peer(data, save_dir, listen="127.0.0.1:0", stall_timeout=30)
         result = peer.download(deadline=started + timeout)
@@ -229,6 +242,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
             download_seconds=downloaded - started,
             fsync_seconds=finished - downloaded,
             cpu_cores_busy=cpu / (finished - started),
+            machine_busy=machine_busy(jiffies),
             hash_failures=result.hash_failures,
             seeder_uploaded=seeder.stats()["uploaded"],
         )
@@ -273,8 +287,10 @@ def time_host(tracker, data, artifact, sha256, workdir, timeout, pause):
         settle(pause)
         job = {"torrent": base64.b64encode(data).decode(), "sha256": sha256, "base_dir": base_dir,
                "timeout": timeout}
+        jiffies = machine_jiffies()
         answer = subprocess.run([sys.executable, __file__, "--host-child"], input=json.dumps(job),
                                 capture_output=True, text=True, timeout=timeout + 60)
+        run["machine_busy"] = machine_busy(jiffies)
         if answer.returncode != 0:
             raise MurderError(f"host fetch failed: {answer.stderr.strip()[-2000:]}")
         run.update(json.loads(answer.stdout.strip().splitlines()[-1]))
@@ -320,6 +336,7 @@ def summarize(size, copies, runs):
                 ratio_min=min(ratios),
                 ratio_max=max(ratios),
                 cpu_cores_busy=statistics.median(run["cpu_cores_busy"] for run in good),
+                machine_busy=statistics.median(run["machine_busy"] for run in good),
                 cpu_seconds_per_gib=statistics.median(run["cpu_seconds"] * GiB / size for run in good),
             )
         summary.append(entry)
@@ -336,6 +353,7 @@ def summarize_hosts(hosts, floor_per_gib):
             per_gib = statistics.median(run["cpu_seconds"] * GiB / run["size"] for run in good)
             entry.update(cpu_seconds_per_gib=round(per_gib, 3), floor_ratio=round(per_gib / floor_per_gib, 2),
                          seconds=statistics.median(run["seconds"] for run in good),
+                         machine_busy=statistics.median(run["machine_busy"] for run in good),
                          steps={step: statistics.median(run["steps"].get(step, 0.0) for run in good)
                                 for step in ("download", "verify", "unpack")})
         summary.append(entry)
@@ -357,7 +375,7 @@ def print_table(results):
     if results["settings"]:
         print("settings overridden: " + ", ".join(results["settings"]))
     print(f"{'piece size':>10}  {'format':>6}  {'copy MB/s':>9}  {'swarm MB/s':>10}  {'ratio':>5}  "
-          f"{'(min-max)':>11}  {'CPU s/GiB':>9}  runs")
+          f"{'(min-max)':>11}  {'CPU s/GiB':>9}  {'machine busy':>12}  runs")
     for entry in results["summary"]:
         kib = f"{entry['piece_size'] // KiB} KiB"
         kib = f"{kib:>10}  {entry['torrent_format']:>6}"
@@ -367,22 +385,24 @@ def print_table(results):
         spread = f"{entry['ratio_min']:.2f}-{entry['ratio_max']:.2f}"
         failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
         print(f"{kib}  {entry['copy_mb_s']:9.0f}  {entry['swarm_mb_s']:10.0f}  {entry['ratio']:5.2f}  "
-              f"{spread:>11}  {entry['cpu_seconds_per_gib']:9.1f}  {entry['runs']}{failed}")
+              f"{spread:>11}  {entry['cpu_seconds_per_gib']:9.1f}  {entry['machine_busy']:12.2f}  "
+              f"{entry['runs']}{failed}")
     if "copy_cpu_seconds_per_gib" in results:
         print(f"the copy used {results['copy_cpu_seconds_per_gib']:.1f} CPU s/GiB")
     if results.get("floor"):
         floor_ = results["floor"]
-        print(f"floor (sha256sum + zstd -d | tar -x, by hand): {floor_['cpu_seconds_per_gib']:.2f} CPU s/GiB "
+        print(f"floor (one SHA-256 pass + zstd -d | tar -x, by hand): {floor_['cpu_seconds_per_gib']:.2f} CPU s/GiB "
               f"({floor_['sha256_cpu_seconds_per_gib']:.2f} + {floor_['unpack_cpu_seconds_per_gib']:.2f})")
         print(f"{'host (minion.fetch)':>20}  {'CPU s/GiB':>9}  {'x floor':>7}  {'download s':>10}  "
-              f"{'verify s':>8}  {'unpack s':>8}")
+              f"{'verify s':>8}  {'unpack s':>8}  {'machine busy':>12}")
         for entry in results["host_summary"]:
             if "cpu_seconds_per_gib" not in entry:
                 print(f"{entry['torrent_format']:>20}  failed")
                 continue
             steps = entry["steps"]
             print(f"{entry['torrent_format']:>20}  {entry['cpu_seconds_per_gib']:9.2f}  {entry['floor_ratio']:7.2f}  "
-                  f"{steps['download']:10.2f}  {steps['verify']:8.2f}  {steps['unpack']:8.2f}")
+                  f"{steps['download']:10.2f}  {steps['verify']:8.2f}  {steps['unpack']:8.2f}  "
+                  f"{entry['machine_busy']:12.2f}")
     if results.get("fixed_cost"):
         fixed = results["fixed_cost"]
         print(f"fixed cost of one fetch (a 1-byte release, {fixed['torrent_format']}): {fixed['seconds']:.2f} s, "

@@ -31,4 +31,5 @@ def test_small_swarm_run_completes_and_writes_results(tmp_path):
     # Only the v1 host pays for the whole-file SHA-256 pass.
     assert hosts["v1"]["steps"]["verify"] > 0 and hosts["v2"]["steps"]["verify"] == 0
     assert data["fixed_cost"]["cpu_seconds"] > 0
+    assert all(0 <= entry["machine_busy"] <= 1 for entry in data["summary"] + data["host_summary"])
     assert "floor" in answer.stdout and "fixed cost" in answer.stdout
