@@ -15,6 +15,10 @@ the announce rate that fleet would send (peers / interval), against the
 targets: that rate at most half of what our tracker sustained, and our
 tracker at least 0.3x opentracker's rate.
 
+Then, unless ``--engine-peers 0``, the engine's side of the same fleet
+(``bench/engine_events.py``): the events of ``--engine-peers`` simulated
+peers fired on a real master's bus, all accounted for, under ``engine``.
+
 Writes ``bench/results/tracker-latest.json`` and ``tracker-latest.png``;
 exits non-zero when a run fails or wrk or opentracker is missing.
 """
@@ -59,6 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring both trackers (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
+    parser.add_argument("--engine-peers", type=int, default=10_000,
+                        help="then the engine's events of this many simulated peers (bench/engine_events.py); "
+                             "0: skip (default 10000)")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--plot", default=str(RESULTS.with_suffix(".png")), help="PNG path; '' for none")
     parser.add_argument("--serve-murder", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -66,6 +73,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.peers < args.threads or args.seconds < 1 or args.rounds < 1:
         parser.error("--peers must be at least --threads, --seconds and --rounds at least 1")
+    if args.engine_peers < 0:
+        parser.error("--engine-peers must be 0 (skip) or more")
     return args
 
 
@@ -297,6 +306,10 @@ def main(argv=None):
                 run["round"] = round_
                 results["runs"].append(run)
                 log.info("%s: %s", tracker.name, run)
+        if args.engine_peers:
+            import engine_events  # bench/: the script's own directory
+
+            results["engine"] = engine_events.measure(args.engine_peers, os.path.join(directory, "engine"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     summarize(results)
@@ -306,8 +319,12 @@ def main(argv=None):
     if args.plot:
         plot(results, args.plot)
     print(table(results))
+    if "engine" in results:
+        import engine_events
+
+        print(engine_events.line(results["engine"]))
     print(f"results: {args.results}" + (f", plot: {args.plot}" if args.plot else ""))
-    return 0
+    return 0 if results.get("engine", {}).get("all_accounted", True) else 1
 
 
 def table(results):

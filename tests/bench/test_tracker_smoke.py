@@ -1,4 +1,5 @@
-"""`make bench-tracker` in small: both trackers are loaded and the result file is well-formed.
+"""`make bench-tracker` in small: both trackers are loaded, the engine accounts for its simulated peers,
+and the result file is well-formed.
 
 Not a timing test: it only keeps the benchmark from rotting.
 """
@@ -22,7 +23,7 @@ def test_small_tracker_run_completes_and_writes_results(tmp_path):
     results, picture = tmp_path / "tracker.json", tmp_path / "tracker.png"
     answer = subprocess.run(
         [sys.executable, str(BENCH), "--peers", "300", "--seconds", "1", "--rounds", "1",
-         "--results", str(results), "--plot", str(picture)],
+         "--engine-peers", "200", "--results", str(results), "--plot", str(picture)],
         capture_output=True, text=True, timeout=300,
     )
     assert answer.returncode == 0, answer.stdout[-3000:] + answer.stderr[-3000:]
@@ -40,3 +41,12 @@ def test_small_tracker_run_completes_and_writes_results(tmp_path):
     assert [t["limit"] for t in data["targets"]] == [0.3, 0.5] and all(isinstance(t["met"], bool) for t in data["targets"])
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "opentracker" in answer.stdout and "announces/s" in answer.stdout
+    # The engine's section: every simulated peer's three events fired, each peer done with its own report.
+    engine = data["engine"]
+    assert engine["peers"] == 200 and engine["events"] == 600 and engine["fire_failures"] == 0
+    assert engine["accounted"] == {"done": 200, "failed": 0, "timed out": 0, "other": 0, "mismatched": 0,
+                                   "missing": 0}
+    assert engine["all_accounted"] is True and engine["deploy_state"] == "succeeded"
+    assert engine["events_per_second"] > 0 and engine["seconds_to_accounted"] >= 0
+    assert engine["engine_cpu_seconds"] > 0 and 0 <= engine["machine_busy"] <= 1
+    assert "engine: 200 peers" in answer.stdout
