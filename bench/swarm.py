@@ -212,6 +212,18 @@ def override_profile(overrides):
     profile.settings = settings
 
 
+def announced_seeder(tracker, info, data, artifact):
+    """A seeder of ``artifact``, once the tracker lists it: a peer finds it in its first announce, as in a deploy."""
+    seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
+    wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
+    while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
+        if time.monotonic() > wait_until:
+            seeder.close()
+            raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
+        time.sleep(0.05)
+    return seeder
+
+
 def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     """Run a seeder and one peer through ``tracker``; return the measurements."""
     info = torrent.describe(data)
@@ -220,13 +232,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     seeder = peer = None
     run = {"piece_size": info.piece_size, "torrent_format": info.torrent_format}
     try:
-        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
-        # The peer should find the seeder in its first announce, as in a deploy.
-        wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
-        while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
-            if time.monotonic() > wait_until:
-                raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
-            time.sleep(0.05)
+        seeder = announced_seeder(tracker, info, data, artifact)
         settle(pause)
         cpu_before, jiffies = cpu_seconds(), machine_jiffies()
         started = time.monotonic()
@@ -278,12 +284,7 @@ def time_host(tracker, data, artifact, sha256, workdir, timeout, pause):
     seeder = None
     run = {"piece_size": info.piece_size, "torrent_format": info.torrent_format, "size": info.size}
     try:
-        seeder = swarm.Seeder(data, artifact, listen="127.0.0.1:0")
-        wait_until = time.monotonic() + SEEDER_ANNOUNCE_WAIT
-        while tracker.swarm(info.tracker_keys[0])["complete"] < 1:
-            if time.monotonic() > wait_until:
-                raise MurderError(f"seeder did not announce within {SEEDER_ANNOUNCE_WAIT} s")
-            time.sleep(0.05)
+        seeder = announced_seeder(tracker, info, data, artifact)
         settle(pause)
         job = {"torrent": base64.b64encode(data).decode(), "sha256": sha256, "base_dir": base_dir,
                "timeout": timeout}
