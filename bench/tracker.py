@@ -66,7 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--engine-peers", type=int, default=10_000,
                         help="then the engine's events of this many simulated peers (bench/engine_events.py); "
                              "0: skip (default 10000)")
-    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--results", default=str(RESULTS),
+                        help="JSON results file (default bench/results/tracker-latest.json, the committed one)")
     parser.add_argument("--plot", default=str(RESULTS.with_suffix(".png")), help="PNG path; '' for none")
     parser.add_argument("--serve-murder", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true")
