@@ -56,9 +56,8 @@ class HostCgroups:
         self.kind = None
         self.root = None
         self.reason = None
-        self._usage_file = None
-        self._unit = None
-        self._home = None
+        self._usage = None  # (file, its unit in seconds)
+        self._home = None  # cgroup.procs of the cgroup this process started in
 
     @property
     def available(self):
@@ -79,7 +78,7 @@ class HostCgroups:
             except OSError as exc:
                 tried.append(f"{kind} at {point}: {exc.strerror}")
                 continue
-            self.kind, self.root, self._usage_file, self._unit = kind, root, usage_file, unit
+            self.kind, self.root, self._usage = kind, root, (usage_file, unit)
             self._home = os.path.join(point, _own_cgroup(kind), "cgroup.procs")
             try:
                 for host in self.hosts:
@@ -128,11 +127,12 @@ class HostCgroups:
         """CPU seconds the host's processes have used so far (None without cgroups)."""
         if not self.available:
             return None
-        with open(self._path(host, self._usage_file), encoding="ascii") as handle:
+        usage_file, unit = self._usage
+        with open(self._path(host, usage_file), encoding="ascii") as handle:
             text = handle.read()
         if self.kind == "cgroup2":
             text = dict(line.split() for line in text.splitlines())["usage_usec"]
-        return int(text) * self._unit
+        return int(text) * unit
 
     def close(self):
         if self.root is None:
