@@ -54,6 +54,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in the checkout, not the package
 
 import floor  # noqa: E402  (bench/ is a directory of scripts, not a package)
+import report  # noqa: E402
 from cgroups import HostCgroups  # noqa: E402
 from netlab import Network  # noqa: E402
 
@@ -414,11 +415,7 @@ def main(argv=None):
     results["targets"] = targets(results)
     # The largest murder run counts only if the machine stayed mostly idle (None: no murder run to judge).
     results["counts"] = next((t["met"] for t in results["targets"] if t["id"] == "cpu_busy"), None)
-    pathlib.Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    if args.plot:
-        plot(results, args.plot)
+    report.write(results, args.results, plot, args.plot)
     print(table(results))
     print(f"results: {args.results}" + (f", plot: {args.plot}" if args.plot else ""))
     return 0

@@ -50,7 +50,8 @@ import salt.utils.event  # noqa: E402
 from devtools.lab import Lab  # noqa: E402
 from murder_core import config, lifecycle  # noqa: E402
 from murder_core.store import Store  # noqa: E402
-from tracker import free_port, machine_jiffies, process_cpu  # noqa: E402  (bench/ is a directory of scripts)
+from report import machine_jiffies  # noqa: E402  (bench/ is a directory of scripts)
+from tracker import free_port, process_cpu  # noqa: E402
 
 log = logging.getLogger("bench.engine_events")
 

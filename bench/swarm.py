@@ -57,6 +57,7 @@ sys.path.insert(0, HERE)
 import libtorrent as lt  # noqa: E402
 
 import floor  # noqa: E402  (bench/ is a directory of scripts)
+import report  # noqa: E402
 from murder_core import minion, pack, profile, swarm, torrent  # noqa: E402
 from murder_core.config import DEFAULTS  # noqa: E402
 from murder_core.errors import MurderError  # noqa: E402
@@ -129,16 +130,9 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def machine_jiffies():
-    """(busy, total) jiffies of all CPUs, from /proc/stat: how busy the whole machine was."""
-    with open("/proc/stat", encoding="ascii") as handle:
-        fields = [int(v) for v in handle.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4], sum(fields)
-
-
 def machine_busy(before):
     """Share of all cores busy since ``before`` (a :func:`machine_jiffies`)."""
-    busy, total = machine_jiffies()
+    busy, total = report.machine_jiffies()
     return round((busy - before[0]) / max(total - before[1], 1), 3)
 
 
@@ -234,7 +228,7 @@ def time_swarm(tracker, data, artifact, sha256, workdir, timeout, pause):
     try:
         seeder = announced_seeder(tracker, info, data, artifact)
         settle(pause)
-        cpu_before, jiffies = cpu_seconds(), machine_jiffies()
+        cpu_before, jiffies = cpu_seconds(), report.machine_jiffies()
         started = time.monotonic()
         peer = swarm.Peer(data, save_dir, listen="127.0.0.1:0", stall_timeout=30)
         result = peer.download(deadline=started + timeout)
@@ -288,7 +282,7 @@ def time_host(tracker, data, artifact, sha256, workdir, timeout, pause):
         settle(pause)
         job = {"torrent": base64.b64encode(data).decode(), "sha256": sha256, "base_dir": base_dir,
                "timeout": timeout}
-        jiffies = machine_jiffies()
+        jiffies = report.machine_jiffies()
         answer = subprocess.run([sys.executable, __file__, "--host-child"], input=json.dumps(job),
                                 capture_output=True, text=True, timeout=timeout + 60)
         run["machine_busy"] = machine_busy(jiffies)
@@ -359,15 +353,6 @@ def summarize_hosts(hosts, floor_per_gib):
                                 for step in ("download", "verify", "unpack")})
         summary.append(entry)
     return summary
-
-
-def write_results(path, results):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = path + ".tmp"
-    with open(partial, "w") as handle:
-        json.dump(results, handle, indent=2)
-        handle.write("\n")
-    os.replace(partial, path)
 
 
 def print_table(results):
@@ -536,7 +521,7 @@ def main(argv=None):
         results["host_summary"] = summarize_hosts(results["hosts"], results["floor"]["cpu_seconds_per_gib"])
     if results["copy_cpu_seconds"]:
         results["copy_cpu_seconds_per_gib"] = statistics.median(results["copy_cpu_seconds"]) * GiB / size
-    write_results(args.results, results)
+    report.write(results, args.results)
     print_table(results)
     print(f"results: {args.results}")
     return 1 if failed else 0

@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from urllib.parse import quote_from_bytes
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -42,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import libtorrent  # noqa: E402
 
+import report  # noqa: E402  (bench/: the script's own directory)
 from devtools.opentracker import OpenTracker  # noqa: E402
 from murder_core.config import DEFAULTS  # noqa: E402
 
@@ -152,12 +152,6 @@ def process_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def machine_jiffies():
-    with open("/proc/stat", encoding="ascii") as handle:
-        fields = [int(v) for v in handle.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4], sum(fields)
-
-
 def wrk(url, args, mode, seconds, wrk_cores):
     argv = ["taskset", "-c", ",".join(map(str, wrk_cores)), "wrk", "-t", str(args.threads),
             "-c", str(args.connections), "-d", f"{seconds}s", "--timeout", "5s", "-s", str(SCRIPT), url,
@@ -205,9 +199,9 @@ def fill(tracker, args, wrk_cores):
 
 def measure(tracker, args, wrk_cores):
     fill(tracker, args, wrk_cores)
-    cpu, (busy, total) = process_cpu(tracker.process.pid), machine_jiffies()
+    cpu, (busy, total) = process_cpu(tracker.process.pid), report.machine_jiffies()
     loaded = wrk(tracker.url, args, "load", args.seconds, wrk_cores)
-    cpu_after, (busy_after, total_after) = process_cpu(tracker.process.pid), machine_jiffies()
+    cpu_after, (busy_after, total_after) = process_cpu(tracker.process.pid), report.machine_jiffies()
     seconds = loaded["duration_us"] / 1e6
     # opentracker closes the connection after every answer, which wrk counts as a read error;
     # a failed announce of ours is an error status, a timeout or a refused connection.
@@ -314,11 +308,7 @@ def main(argv=None):
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     summarize(results)
-    pathlib.Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.results, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2)
-    if args.plot:
-        plot(results, args.plot)
+    report.write(results, args.results, plot, args.plot)
     print(table(results))
     if "engine" in results:
         import engine_events
