@@ -20,7 +20,7 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, request
+    from murder_core import config, location, request
     from murder_core.errors import InvalidInput, MurderError
     from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 
@@ -267,6 +267,7 @@ def _swarm_fetch(peer_request, on_progress, stripe_members=()):
         deadline=time.monotonic() + timeout,
         libtorrent=settings["libtorrent"],
         minion=minion, minions=stripe_members,
+        place=location.of_minion(settings, __grains__), location_key=peer_request.location_key,
     )
 
 

@@ -61,6 +61,19 @@ DEFAULTS = {
     # announce_interval * this many peers, the interval it hands out grows
     # (half of what it sustained in `make bench-tracker`, README).
     "max_announce_rate": 1000,
+    # (master) Which peers our tracker hands a peer: "rack" (its rack first,
+    # always some from outside and the seeder) or "random" (uniform over the
+    # swarm). An external tracker (tracker_url) chooses for itself.
+    "peer_choice": "rack",
+    # (master) With peer_choice rack: the least peers of other racks of the
+    # same datacenter, and of other datacenters, in each answer (README,
+    # "Racks and datacenters", for the measurement).
+    "peers_outside_rack": 2,
+    "peers_outside_datacenter": 1,
+    # (minion) Where this minion is; "" means its grain of the same name, and
+    # without a rack the tracker places it by address (its /24 is its rack).
+    "rack": "",
+    "datacenter": "",
     # Torrent piece size in bytes (see docs/tuning.md for the measurement).
     "piece_size": 1024 * 1024,
     # (master) v2, hybrid or v1: which BitTorrent clients can join a swarm, and
@@ -152,6 +165,11 @@ def option(key, call_value=None, opts=None):
     if key in section:
         return section[key]
     return DEFAULTS[key]
+
+
+def setting(settings, key):
+    """``settings[key]`` (a ``murder:`` section merged or not), else the default."""
+    return settings.get(key, DEFAULTS[key])
 
 
 def expand_base_dir(template, app, minion):

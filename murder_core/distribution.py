@@ -58,6 +58,9 @@ def start_tracker(address, settings):
             interval=int(settings.get("announce_interval", config.DEFAULTS["announce_interval"])),
             max_peers=int(settings.get("max_peers_per_announce", config.DEFAULTS["max_peers_per_announce"])),
             max_announce_rate=int(settings.get("max_announce_rate", config.DEFAULTS["max_announce_rate"])),
+            peer_choice=config.setting(settings, "peer_choice"),
+            outside_rack=config.setting(settings, "peers_outside_rack"),
+            outside_datacenter=config.setting(settings, "peers_outside_datacenter"),
         )
         try:
             return candidate.start()

@@ -28,11 +28,12 @@ import os
 import re
 import time
 
-from murder_core import config, distribution, lifecycle, swarm, torrent as torrent_mod, whitelist
+from murder_core import config, distribution, lifecycle, location, swarm, torrent as torrent_mod, whitelist
 from murder_core.errors import InvalidInput, MurderError
 from murder_core import request
 from murder_core.request import DeployRequest, check_names
 from murder_core.store import Store
+from murder_core.tracker import check_peer_choice
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def check_settings(settings):
     rate = settings.get("max_announce_rate", config.DEFAULTS["max_announce_rate"])
     if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
         raise InvalidInput(f"max_announce_rate must be a whole number of announces a second >= 1, got {rate!r}")
+    check_peer_choice(config.setting(settings, "peer_choice"), config.setting(settings, "peers_outside_rack"),
+                      config.setting(settings, "peers_outside_datacenter"))
 
 
 class Engine:
@@ -69,6 +72,8 @@ class Engine:
         self._activate = activate
         self.clock = clock
         self.tracker = None
+        # Each swarm's location key derives from it (location.swarm_key): a new one at each start.
+        self._location_secret = location.new_secret()
         self.seeders = {}  # (app, release) -> swarm.Seeder
         self.deploys = {}  # deploy_id -> _Running
         self._publishing = {}  # request_id -> the future of its publish
@@ -132,9 +137,20 @@ class Engine:
             super_seeding=bool(self.settings["super_seeding"]), libtorrent=self.settings["libtorrent"],
         )
         if self.tracker is not None:
-            self.tracker.serve(*torrent_mod.describe(made).tracker_keys)
+            self.tracker.serve(*torrent_mod.describe(made).tracker_keys, location_key=self.location_key(record),
+                               seeders=[(self.address, seeder.listen_port)])
         self.seeders[key] = seeder
-        self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers)
+        self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers, self.location_key(record))
+
+    def location_key(self, record):
+        """The key ``record``'s peers sign their place with; None where no place is believed.
+
+        Only our own tracker, choosing by rack, reads places: an external
+        tracker never sees the key.
+        """
+        if self.tracker is None or self.tracker.peer_choice != "rack":
+            return None
+        return location.swarm_key(self._location_secret, record.info_hash)
 
     def seeder_endpoint(self, seeder):
         return f"{self.address}:{seeder.listen_port}"
@@ -378,7 +394,8 @@ class Engine:
     def _start(self, deploy, record):
         deploy.distributing(record)
         seeder = self.seeders[(record.app, record.release)]
-        peer = self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers).for_deploy(
+        peer = self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers,
+                                self.location_key(record)).for_deploy(
             deploy_id=deploy.deploy_id, timeout=deploy.request.timeout, base_dir=deploy.request.base_dir,
             progress_interval=deploy.peer_progress_interval(),
         )

@@ -32,6 +32,7 @@ class MinionState:
     previous: str = None  # what was current before this deploy switched it
     stripe: list = None  # [index, count] of the pieces this peer fetched first
     heard: float = None  # clock reading of its last event (or of the deploy's start event)
+    done_at: float = None  # clock reading of its done event
 
     @property
     def finished(self):
@@ -82,7 +83,7 @@ class Fleet:
             state.state = DOWNLOADING
             state.rate = float(data.get("rate") or 0.0)
         elif kind == "done":
-            state.state, state.rate = DONE, 0.0
+            state.state, state.rate, state.done_at = DONE, 0.0, now
             state.seconds = float(data.get("seconds", 0.0))
             state.changed = bool(data.get("changed", True))
             state.bytes_done = state.size = int(data.get("size", state.size))
@@ -167,10 +168,17 @@ class Fleet:
             line += f"; waiting for {names(waiting, limit)}"
         return line
 
-    def report(self, activate):
-        """Per-minion results for the deploy's return; with ``activate`` a host succeeds only once activated."""
+    def report(self, activate, since=None):
+        """Per-minion results for the deploy's return; with ``activate`` a host succeeds only once activated.
+
+        ``done_seconds`` is from ``since`` (the deploy's start, a clock
+        reading) to the minion's done event: the deploy's
+        ``distribution_seconds`` is the largest.
+        """
         return {
             minion: {
+                "done_seconds": (round(state.done_at - since, 3)
+                                 if since is not None and state.done_at is not None else None),
                 "result": state.state == DONE and (state.activated or not activate) and not state.rolled_back,
                 "state": state.state,
                 "seconds": round(state.seconds, 3),

@@ -235,7 +235,7 @@ class Deploy:
     def summary(self, final=False):
         """The deploy as recorded and returned; ``result`` and the final ``state`` once ``final``."""
         activate = self.request.activate
-        minions = self.hosts.report(activate)
+        minions = self.hosts.report(activate, since=self.started)
         found = {"deploy_id": self.deploy_id, "app": self.request.app, "release": self.request.release,
                  "tgt": self.request.tgt, "tgt_type": self.request.tgt_type, "started": self.started_at,
                  "state": self.state, "minions": minions, "seconds": round(self.clock() - self.started, 3)}

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 
-from murder_core import config, pack, policy, swarm, torrent as torrent_mod
+from murder_core import config, location, pack, policy, swarm, torrent as torrent_mod
 from murder_core.errors import InvalidInput, MurderError, ReleaseError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ def _no_space(base_dir, needed):
 
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           stall_timeout=30, progress_interval=2.0, on_progress=None,
-          upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=()):
+          upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=(),
+          place=None, location_key=None):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
@@ -116,7 +117,9 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     only, see ``torrent.blocks_authenticated``) and ``unpack``.
     ``minion`` and ``minions`` (every peer of the deploy) give this peer its
     stripe of pieces to fetch first (``policy.stripe``); ``stripe`` in the
-    report is ``[index, count]`` or None.
+    report is ``[index, count]`` or None. ``place`` (``location.of_minion``)
+    is announced to the tracker, signed with ``location_key``, when both are
+    given; the report's ``place`` is what was announced, or None.
     On failure the partial artifact and any staging directory are removed
     and the error is raised; an existing release is never touched. A
     release already on disk with other content (``check_same_content``)
@@ -124,6 +127,12 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     """
     config.check_release_name(release)
     torrent = torrent_mod.decode(torrent)
+    if not (place and location_key):
+        place = None
+    else:
+        # Our tracker reads the place from the announce; the info-hash does not change.
+        urls = torrent_mod.describe(torrent).trackers
+        torrent = torrent_mod.with_trackers(torrent, [location.announce_url(url, location_key, place) for url in urls])
     target = release_dir(base_dir, release)
     downloads = artifact_dir(base_dir, release)
     check_same_content(base_dir, release, sha256)
@@ -171,6 +180,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
                      result.bytes_from_peers, result.hash_failures, stripe)
     report["steps"] = {name: round(seconds, 3) for name, seconds in steps.items()}
+    report["place"] = place
     return peer, report
 
 

@@ -184,6 +184,7 @@ class PeerRequest:
     size: int
     info_hash: str
     seeders: tuple = ()  # "host:port" of the master's seeders, connected to at once
+    location_key: str = None  # what the peer signs its place with (murder_core.location); None: not asked
     deploy_id: str = None
     base_dir: str = None  # None: the minion's own murder: base_dir
     timeout: float = None
@@ -204,6 +205,8 @@ class PeerRequest:
         config.check_release_name(request.release)
         if not isinstance(request.sha256, str) or len(request.sha256) != 64:
             raise InvalidInput(f"sha256 must be 64 hex digits, got {request.sha256!r}")
+        if request.location_key is not None and not _is_hex(request.location_key, 64):
+            raise InvalidInput(f"location_key must be 64 hex digits, got {request.location_key!r}")
         if request.base_dir is not None:
             config.expand_base_dir(request.base_dir, request.app, "minion-id")
         return request
@@ -216,6 +219,10 @@ class PeerRequest:
     def for_deploy(self, **fields):
         """The same release, as one deploy hands it to ``murder.peer``."""
         return dataclasses.replace(self, **fields)
+
+
+def _is_hex(value, length):
+    return isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)
 
 
 PEER_ARGUMENTS = tuple(field.name for field in dataclasses.fields(PeerRequest))

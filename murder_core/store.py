@@ -178,12 +178,12 @@ class Store:
     def _fileserver_path(self, app, release):
         return os.path.join(self.fileserver_dir, FILESERVER_PREFIX, app, f"{release}.json")
 
-    def offer(self, record, seeders, trackers):
+    def offer(self, record, seeders, trackers, location_key=None):
         """Write the :class:`PeerRequest` a minion fetches ``record`` with (salt://murder-published/…)."""
         made = torrent_mod.with_trackers(torrent_mod.decode(record.torrent), trackers)
         peer = PeerRequest(app=record.app, release=record.release, torrent=torrent_mod.encode(made),
                            sha256=record.sha256, size=record.size, info_hash=record.info_hash,
-                           seeders=tuple(seeders))
+                           seeders=tuple(seeders), location_key=location_key)
         path = self._fileserver_path(record.app, record.release)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_json(path, peer.as_dict())

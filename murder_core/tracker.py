@@ -83,7 +83,7 @@ from urllib.parse import unquote_to_bytes
 import libtorrent
 import tornado.netutil
 
-from murder_core import tracker_http
+from murder_core import location, peer_choice, tracker_http
 from murder_core.errors import InvalidInput, MurderError
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,11 @@ class TrackerFailure(Exception):
 
 
 class _Peer:
-    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed")
+    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed", "place")
 
-    def __init__(self, peer_id, ip, port, left, expires):
+    def __init__(self, peer_id, ip, port, left, expires, place):
         self.peer_id = peer_id
+        self.place = place  # "<datacenter>/<rack>", see murder_core.location
         self.ip = ip
         self.port = port
         self.left = left
@@ -128,91 +129,27 @@ class _Peer:
         return self.left == 0
 
 
-class PeerSet:
-    """Peers keyed by address, with O(1) add, remove and uniform random choice.
-
-    A list holds the peers and a dict each one's place in it; removing swaps
-    the last peer into the hole. An announce then costs the same in a swarm
-    of 10 peers or 10,000.
-    """
-
-    __slots__ = ("items", "index")
-
-    def __init__(self):
-        self.items = []
-        self.index = {}  # address -> position in items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __iter__(self):
-        return iter(list(self.items))
-
-    def add(self, address, peer):
-        position = self.index.get(address)
-        if position is None:
-            self.index[address] = len(self.items)
-            self.items.append(peer)
-        else:
-            self.items[position] = peer
-
-    def discard(self, address):
-        position = self.index.pop(address, None)
-        if position is None:
-            return
-        last = self.items.pop()
-        if position < len(self.items):
-            self.items[position] = last
-            self.index[(last.ip, last.port)] = position
-
-    def sample(self, count, rng=random, exclude=None):
-        """Up to ``count`` distinct peers at random, never ``exclude`` (an address).
-
-        A random start and a random stride through the group, as opentracker
-        does: each answer is another spread of the swarm, at a cost that grows
-        with ``count`` only (``random.sample`` costs several times more).
-        """
-        items = self.items
-        size = len(items)
-        skip = self.index.get(exclude, -1) if exclude is not None else -1
-        available = size - (skip >= 0)
-        if count <= 0 or available <= 0:
-            return []
-        if count >= available:
-            chosen = [peer for position, peer in enumerate(items) if position != skip]
-            rng.shuffle(chosen)
-            return chosen
-        # One extra, in case the requester is among them; (take - 1) * step < size keeps them distinct.
-        take = count + (skip >= 0)
-        step = rng.randint(1, size // take)
-        start = rng.randrange(size)
-        chosen = items[start:start + take * step:step]
-        if len(chosen) < take:  # wrapped past the end: go on from the front, short of start
-            resume = start + len(chosen) * step - size
-            chosen += items[resume:resume + (take - len(chosen)) * step:step]
-        if skip >= 0:
-            requester = items[skip]
-            chosen = [peer for peer in chosen if peer is not requester]
-        return chosen[:count]
-
-
 class _Swarm:
     """One release being deployed, under one or more info-hash keys."""
 
     def __init__(self):
         self.keys = set()
-        self.complete = PeerSet()
-        self.incomplete = PeerSet()
+        self.groups = peer_choice.Groups()
         self.peers = {}  # (ip, port) -> _Peer
         self.by_peer_id = {}  # peer_id -> (ip, port)
         self.downloaded = 0
         self.next_sweep = 0.0
+        # The swarm's location key (hex; location.swarm_key), None: no place is believed.
+        self.location_key = None
+        self.seeders = ()  # (ip, port) of the master's seeders, in every rack-policy answer
 
     def add(self, address, peer):
+        old = self.peers.get(address)
+        if old is not None and old is not peer:
+            self.groups.discard(address, old)
         self.peers[address] = peer
         self.by_peer_id[peer.peer_id] = address
-        (self.complete if peer.complete else self.incomplete).add(address, peer)
-        (self.incomplete if peer.complete else self.complete).discard(address)
+        self.groups.add(address, peer)
 
     def remove(self, address):
         peer = self.peers.pop(address, None)
@@ -220,30 +157,14 @@ class _Swarm:
             return
         if self.by_peer_id.get(peer.peer_id) == address:
             del self.by_peer_id[peer.peer_id]
-        self.complete.discard(address)
-        self.incomplete.discard(address)
+        self.groups.discard(address, peer)
 
     def counts(self):
         return {
-            "complete": len(self.complete),
-            "incomplete": len(self.incomplete),
+            "complete": len(self.groups.everyone.complete),
+            "incomplete": len(self.groups.everyone.incomplete),
             "downloaded": self.downloaded,
         }
-
-
-def pick_peers(complete, incomplete, limit, requester=None, requester_complete=False, rng=random):
-    """Choose up to ``limit`` peers from two :class:`PeerSet` groups, never the ``requester`` address.
-
-    Complete peers (``left == 0``, the seeder among them) come first for a
-    downloading requester; incomplete peers come first for a complete one.
-    Each group is sampled uniformly so that announces spread over the swarm,
-    at a cost that grows with ``limit``, not with the swarm.
-    """
-    first, second = (incomplete, complete) if requester_complete else (complete, incomplete)
-    chosen = first.sample(limit, rng, exclude=requester)
-    if len(chosen) < limit:
-        chosen += second.sample(limit - len(chosen), rng, exclude=requester)
-    return chosen
 
 
 def interval_for(peers, base, max_announce_rate):
@@ -309,6 +230,21 @@ def _peer_address(remote_ip):
     return address
 
 
+PEER_CHOICES = ("rack", "random")
+
+
+def check_peer_choice(choice, outside_rack, outside_datacenter):
+    """Raise InvalidInput for a peer choice setting the tracker cannot use, naming the key."""
+    if choice not in PEER_CHOICES:
+        raise InvalidInput(f"peer_choice must be one of {', '.join(PEER_CHOICES)}, got {choice!r}")
+    for name, value in (("peers_outside_rack", outside_rack), ("peers_outside_datacenter", outside_datacenter)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"{name} must be a whole number of peers >= 0, got {value!r}")
+    if choice == "rack" and outside_rack + outside_datacenter < 1:
+        raise InvalidInput("peer_choice rack needs peers_outside_rack + peers_outside_datacenter >= 1: "
+                           "a rack that only talks to itself can starve")
+
+
 class Tracker:
     """An HTTP tracker serving the swarms of the releases being deployed.
 
@@ -327,10 +263,15 @@ class Tracker:
         Announces a second the tracker asks for at most: with more than
         ``interval * max_announce_rate`` peers (over all swarms) the interval
         handed out grows to ``peers / max_announce_rate``.
+    peer_choice, outside_rack, outside_datacenter
+        ``"rack"``: answer with peers of the requester's rack first, plus at
+        least ``outside_rack`` of other racks and ``outside_datacenter`` of
+        other datacenters, plus the seeders (``peer_choice.pick_near``);
+        ``"random"``: uniform over the swarm (``peer_choice.pick_peers``).
     """
 
     def __init__(self, host="127.0.0.1", port=0, interval=5, max_peers=200, peer_ttl=None,
-                 max_announce_rate=1000):
+                 max_announce_rate=1000, peer_choice="rack", outside_rack=2, outside_datacenter=1):
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise InvalidInput(f"tracker interval must be a whole number of seconds >= 1, got {interval!r}")
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
@@ -346,12 +287,16 @@ class Tracker:
             )
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise InvalidInput(f"tracker port must be 0 to 65535, got {port!r}")
+        check_peer_choice(peer_choice, outside_rack, outside_datacenter)
         self.host = host
         self.port = port
         self.interval = interval
         self.max_peers = max_peers
         self.peer_ttl = peer_ttl
         self.max_announce_rate = max_announce_rate
+        self.peer_choice = peer_choice
+        self.outside_rack = outside_rack
+        self.outside_datacenter = outside_datacenter
         self._lock = threading.Lock()  # guards _swarms and everything in them
         self.announces = 0  # answered, for the engine's metrics
         self._swarms = {}  # info-hash key -> _Swarm (aliases share one)
@@ -469,11 +414,14 @@ class Tracker:
 
     # -- swarms ------------------------------------------------------------
 
-    def serve(self, *keys):
+    def serve(self, *keys, location_key=None, seeders=()):
         """Serve one swarm under the given 20-byte info-hash keys (aliases of one release).
 
         Keys already served join the same swarm; keys of two different swarms
-        cannot be merged.
+        cannot be merged. ``location_key`` (hex, ``location.swarm_key``) is
+        what the swarm's peers sign their place with; without it every peer
+        is placed by its address. ``seeders`` are the ``(ip, port)`` of the
+        master's seeders, handed to every peer under the rack policy.
         """
         if not keys:
             raise InvalidInput("tracker.serve needs at least one info-hash")
@@ -487,6 +435,10 @@ class Tracker:
                     "info-hashes " + ", ".join(key.hex() for key in keys) + " belong to different swarms"
                 )
             swarm = next(iter(existing.values())) if existing else _Swarm()
+            if location_key is not None:
+                swarm.location_key = location_key
+            if seeders:
+                swarm.seeders = tuple((str(host), int(port)) for host, port in seeders)
             for key in keys:
                 swarm.keys.add(key)
                 self._swarms[key] = swarm
@@ -516,6 +468,15 @@ class Tracker:
                 raise KeyError(f"tracker does not serve info-hash {bytes(key).hex()}")
             self._expire(swarm, time.monotonic(), force=True)
             return swarm.counts()
+
+    def places(self, key):
+        """How many live peers of the swarm served under ``key`` are in each place (``location``)."""
+        with self._lock:
+            swarm = self._swarms.get(key)
+            if swarm is None:
+                raise KeyError(f"tracker does not serve info-hash {bytes(key).hex()}")
+            self._expire(swarm, time.monotonic(), force=True)
+            return {place: len(group) for place, group in swarm.groups.racks.items()}
 
     def current_interval(self):
         """The interval announces are answered with now, for the peers the tracker holds."""
@@ -560,6 +521,8 @@ class Tracker:
         with_peer_id = _one(params, b"no_peer_id", required=False) != b"1"
         ip = str(_peer_address(remote_ip))
         address = (ip, port)
+        claimed = _one(params, location.PARAM.encode(), required=False)
+        signature = _one(params, location.PARAM_SIG.encode(), required=False)
 
         with self._lock:
             self.announces += 1
@@ -580,18 +543,21 @@ class Tracker:
                     self._peer_count -= 1
                 chosen = []
             else:
+                place = self._place(swarm, ip, claimed, signature)
                 peer = swarm.peers.get(address)
-                if peer is None:
-                    peer = _Peer(peer_id, ip, port, left, now + self._ttl(interval))
-                    self._peer_count += 1
+                if peer is None or peer.place != place:
+                    counted = peer is not None and peer.counted
+                    if peer is None:
+                        self._peer_count += 1
+                    peer = _Peer(peer_id, ip, port, left, now + self._ttl(interval), place)
+                    peer.counted = counted
                 else:
                     peer.peer_id, peer.left, peer.expires = peer_id, left, now + self._ttl(interval)
                 swarm.add(address, peer)
                 if event == b"completed" and not peer.counted:
                     peer.counted = True
                     swarm.downloaded += 1
-                chosen = pick_peers(swarm.complete, swarm.incomplete, min(numwant, self.max_peers),
-                                    requester=address, requester_complete=left == 0)
+                chosen = self._choose(swarm, peer, address, min(numwant, self.max_peers))
             counts = swarm.counts()
 
         if log.isEnabledFor(logging.DEBUG):
@@ -621,6 +587,25 @@ class Tracker:
                     entry[b"peer id"] = peer.peer_id
                 reply[b"peers"].append(entry)
         return reply
+
+    def _place(self, swarm, ip, claimed, signature):
+        if self.peer_choice != "rack":
+            return ""
+        if claimed is not None:
+            place = location.verified(swarm.location_key, claimed, signature)
+            if place is not None:
+                return place
+            log.info("tracker: %s claims place %r without a valid signature; placing it by address", ip, claimed)
+        return location.by_address(ip)
+
+    def _choose(self, swarm, peer, address, limit):
+        groups = swarm.groups
+        if self.peer_choice != "rack":
+            return peer_choice.pick_peers(groups.everyone.complete, groups.everyone.incomplete, limit,
+                                          requester=address, requester_complete=peer.complete)
+        return peer_choice.pick_near(groups, peer.place, limit, outside_rack=self.outside_rack,
+                                     outside_datacenter=self.outside_datacenter, seeders=swarm.seeders,
+                                     requester=address, requester_complete=peer.complete)
 
     def scrape(self, params):
         """Handle one scrape: counts for the requested served hashes (all served ones if none asked), bytes keys."""

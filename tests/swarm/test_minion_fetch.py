@@ -128,3 +128,18 @@ def test_tampered_blocks_are_never_unpacked_without_the_sha256_pass(tracker, mem
         minion.fetch(torrent=made, sha256=sha256, base_dir=str(base), release="r1", listen="127.0.0.1:0",
                      stall_timeout=3)
     assert not (base / "releases" / "r1").exists()
+
+
+def test_a_peer_announces_its_signed_place_to_the_tracker(tracker, members, tmp_path):
+    from murder_core import location
+
+    made, sha256 = _publish(tracker, members, tmp_path, "build", "one\n")
+    keys = torrent.describe(made).tracker_keys
+    key = location.swarm_key(location.new_secret(), torrent.describe(made).info_hash)
+    tracker.serve(*keys, location_key=key)
+    peer, report = minion.fetch(torrent=made, sha256=sha256, base_dir=str(tmp_path / "minion"), release="r1",
+                                listen="127.0.0.1:0", stall_timeout=20, place="ams1/r7", location_key=key)
+    members.append(peer)
+    assert report["place"] == "ams1/r7"
+    # The seeder, unsigned, is placed by its address; the peer where it said it is.
+    assert tracker.places(keys[0]) == {"ams1/r7": 1, location.by_address("127.0.0.1"): 1}

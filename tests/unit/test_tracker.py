@@ -12,7 +12,8 @@ import libtorrent as lt
 import pytest
 
 from murder_core.errors import InvalidInput, MurderError
-from murder_core.tracker import PeerSet, Tracker, interval_for, pick_peers
+from murder_core.peer_choice import PeerSet, pick_peers
+from murder_core.tracker import Tracker, interval_for
 
 RELEASE = bytes(range(20))
 ALIAS = bytes(range(100, 120))
@@ -492,3 +493,45 @@ def test_requests_that_are_not_announces_get_an_error_and_a_close(tracker, reque
     received, closed = _raw(tracker, request_)
     assert received.startswith(b"HTTP/1.1 " + status) and closed
     assert b"failure reason" not in announce(tracker, 7001)
+
+
+# Racks: the place a peer signs, or its address.
+
+
+def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_address(make_tracker):
+    from murder_core import location
+
+    key = location.swarm_key(location.new_secret(), RELEASE.hex() + "00" * 12)
+    tracker = make_tracker(peer_choice="rack", outside_rack=2, outside_datacenter=1)
+    tracker.serve(RELEASE, location_key=key, seeders=[("127.0.0.1", 6000)])
+    announce(tracker, 6000, left=0)  # the master's seeder, unsigned: placed by its address
+    rack_of = {}
+    for index in range(16):
+        port, place = 7000 + index, f"dc1/r{index // 4}"
+        rack_of[port] = place
+        announce(tracker, port, location=place, location_sig=location.sign(key, place))
+    # A forged claim: a wrong signature, then none at all from another network.
+    announce(tracker, 7100, location="dc1/r0", location_sig=location.sign(key, "dc1/r1"))
+    assert tracker.places(RELEASE) == {"dc1/r0": 4, "dc1/r1": 4, "dc1/r2": 4, "dc1/r3": 4,
+                                       location.by_address("127.0.0.1"): 2}
+    for port, place in rack_of.items():
+        got = ports(announce(tracker, port, location=place, location_sig=location.sign(key, place)))
+        assert 6000 in got
+        assert sorted(p for p in got if rack_of.get(p) == place) == sorted(
+            p for p in rack_of if rack_of[p] == place and p != port)
+        outside = [p for p in got if p not in (6000, 7100) and rack_of[p] != place]
+        assert len(outside) == 2
+        assert len(got) <= 3 + 2 + 1 + 1  # rack, other racks, other datacenters (the address rack), seeder
+
+
+def test_random_choice_ignores_places(make_tracker):
+    from murder_core import location
+
+    key = location.swarm_key(location.new_secret(), RELEASE.hex() + "00" * 12)
+    tracker = make_tracker(peer_choice="random")
+    tracker.serve(RELEASE, location_key=key)
+    for index in range(16):
+        place = f"dc1/r{index // 4}"
+        announce(tracker, 7000 + index, location=place, location_sig=location.sign(key, place))
+    assert len(ports(announce(tracker, 7000))) == 15
+    assert tracker.places(RELEASE) == {"": 16}

@@ -1,0 +1,222 @@
+"""Which peers the tracker hands a peer: uniform at random, or near it first.
+
+The tracker keeps each swarm's peers in :class:`Groups`: everyone, and the
+same peers by rack and by datacenter (``murder_core.location``). Every
+group splits into complete and downloading :class:`PeerSet` groups, which add,
+remove and sample in O(1), so an answer costs the same in a swarm of 10 or
+10,000.
+
+* :func:`pick_peers` draws from one group, complete peers first for a
+  downloading requester (the seeder among them) and downloading ones first
+  for a complete requester, since seeds do not trade with seeds.
+* :func:`pick_near` is the rack policy (``peer_choice: rack``): the peers of
+  the requester's rack, plus at least ``outside_rack`` peers of other racks
+  of its datacenter and ``outside_datacenter`` of other datacenters, plus the
+  master's seeders. The outside peers are what keep a rack from starving:
+  a rack that starts late, or whose members all lack the same pieces, still
+  reaches finished peers elsewhere (Uber's Kraken dropped a policy that told
+  a late group to talk only among itself, uber/kraken#244). Outside peers
+  are complete ones first, for the same reason.
+"""
+import random
+
+from murder_core import location
+
+class PeerSet:
+    """Peers keyed by address, with O(1) add, remove and uniform random choice.
+
+    A list holds the peers and a dict each one's place in it; removing swaps
+    the last peer into the hole. An announce then costs the same in a swarm
+    of 10 peers or 10,000.
+    """
+
+    __slots__ = ("items", "index")
+
+    def __init__(self):
+        self.items = []
+        self.index = {}  # address -> position in items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(list(self.items))
+
+    def add(self, address, peer):
+        position = self.index.get(address)
+        if position is None:
+            self.index[address] = len(self.items)
+            self.items.append(peer)
+        else:
+            self.items[position] = peer
+
+    def get(self, address):
+        position = self.index.get(address)
+        return None if position is None else self.items[position]
+
+    def discard(self, address):
+        position = self.index.pop(address, None)
+        if position is None:
+            return
+        last = self.items.pop()
+        if position < len(self.items):
+            self.items[position] = last
+            self.index[(last.ip, last.port)] = position
+
+    def sample(self, count, rng=random, exclude=None):
+        """Up to ``count`` distinct peers at random, never ``exclude`` (an address).
+
+        A random start and a random stride through the group, as opentracker
+        does: each answer is another spread of the swarm, at a cost that grows
+        with ``count`` only (``random.sample`` costs several times more).
+        """
+        items = self.items
+        size = len(items)
+        skip = self.index.get(exclude, -1) if exclude is not None else -1
+        available = size - (skip >= 0)
+        if count <= 0 or available <= 0:
+            return []
+        if count >= available:
+            chosen = [peer for position, peer in enumerate(items) if position != skip]
+            rng.shuffle(chosen)
+            return chosen
+        # One extra, in case the requester is among them; (take - 1) * step < size keeps them distinct.
+        take = count + (skip >= 0)
+        step = rng.randint(1, size // take)
+        start = rng.randrange(size)
+        chosen = items[start:start + take * step:step]
+        if len(chosen) < take:  # wrapped past the end: go on from the front, short of start
+            resume = start + len(chosen) * step - size
+            chosen += items[resume:resume + (take - len(chosen)) * step:step]
+        if skip >= 0:
+            requester = items[skip]
+            chosen = [peer for peer in chosen if peer is not requester]
+        return chosen[:count]
+
+
+class Group:
+    """The complete and the downloading peers of one place."""
+
+    __slots__ = ("complete", "incomplete")
+
+    def __init__(self):
+        self.complete = PeerSet()
+        self.incomplete = PeerSet()
+
+    def __len__(self):
+        return len(self.complete) + len(self.incomplete)
+
+    def add(self, address, peer):
+        (self.complete if peer.complete else self.incomplete).add(address, peer)
+        (self.incomplete if peer.complete else self.complete).discard(address)
+
+    def discard(self, address):
+        self.complete.discard(address)
+        self.incomplete.discard(address)
+
+
+class Groups:
+    """A swarm's peers: all of them, by rack (``place``) and by datacenter.
+
+    Each peer has a ``place`` (``"<datacenter>/<rack>"``, see
+    ``murder_core.location``) and a ``complete`` flag; call :meth:`add` again
+    when its ``complete`` changes and :meth:`discard` before its place does.
+    """
+
+    __slots__ = ("everyone", "racks", "datacenters")
+
+    def __init__(self):
+        self.everyone = Group()
+        self.racks = {}  # place -> Group
+        self.datacenters = {}  # datacenter -> {place, ...}
+
+    def add(self, address, peer):
+        self.everyone.add(address, peer)
+        rack = self.racks.get(peer.place)
+        if rack is None:
+            rack = self.racks[peer.place] = Group()
+            self.datacenters.setdefault(location.datacenter(peer.place), set()).add(peer.place)
+        rack.add(address, peer)
+
+    def discard(self, address, peer):
+        self.everyone.discard(address)
+        rack = self.racks.get(peer.place)
+        if rack is None:
+            return
+        rack.discard(address)
+        if not rack:
+            del self.racks[peer.place]
+            places = self.datacenters[location.datacenter(peer.place)]
+            places.discard(peer.place)
+            if not places:
+                del self.datacenters[location.datacenter(peer.place)]
+
+
+def pick_peers(complete, incomplete, limit, requester=None, requester_complete=False, rng=random):
+    """Choose up to ``limit`` peers from two :class:`PeerSet` groups, never the ``requester`` address.
+
+    Complete peers (``left == 0``, the seeder among them) come first for a
+    downloading requester; incomplete peers come first for a complete one.
+    Each group is sampled uniformly so that announces spread over the swarm,
+    at a cost that grows with ``limit``, not with the swarm.
+    """
+    first, second = (incomplete, complete) if requester_complete else (complete, incomplete)
+    chosen = first.sample(limit, rng, exclude=requester)
+    if len(chosen) < limit:
+        chosen += second.sample(limit - len(chosen), rng, exclude=requester)
+    return chosen
+
+
+def _spread(groups, count, requester_complete, rng):
+    """Up to ``count`` peers spread over ``groups`` (a list of :class:`Group`), a few from each."""
+    chosen = []
+    if count <= 0 or not groups:
+        return chosen
+    rng.shuffle(groups)
+    each = -(-count // len(groups))
+    for group in groups:
+        chosen += pick_peers(group.complete, group.incomplete, min(each, count - len(chosen)),
+                             requester_complete=requester_complete, rng=rng)
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders=(), requester=None,
+              requester_complete=False, rng=random):
+    """Up to ``limit`` peers for a requester at ``place``: its rack's, a few from outside, the seeders.
+
+    ``groups`` is the swarm's :class:`Groups`; ``seeders`` the addresses of
+    the master's seeders, which come first whenever they are in the swarm.
+    Then ``outside_datacenter`` peers of other datacenters, ``outside_rack``
+    of other racks of the requester's datacenter (each spread over as many
+    places as it can, complete peers first), and the rest of the answer from
+    the requester's own rack. A group with too few peers leaves its share
+    unfilled: filling it from elsewhere would undo the policy in a small
+    swarm, where every answer would again be everyone.
+    """
+    chosen = []
+    for address in seeders:
+        if len(chosen) >= limit:
+            return chosen
+        peer = groups.everyone.complete.get(address)
+        if peer is not None and address != requester:
+            chosen.append(peer)
+    datacenter = location.datacenter(place)
+    other_datacenters = [name for name in groups.datacenters if name != datacenter]
+    if other_datacenters and outside_datacenter > 0:
+        elsewhere = groups.datacenters[rng.choice(other_datacenters)]
+        chosen += _spread([groups.racks[other] for other in elsewhere],
+                          min(outside_datacenter, limit - len(chosen)), requester_complete, rng)
+    neighbours = [groups.racks[other] for other in groups.datacenters.get(datacenter, ()) if other != place]
+    chosen += _spread(neighbours, min(outside_rack, limit - len(chosen)), requester_complete, rng)
+    rack = groups.racks.get(place)
+    if rack is not None and len(chosen) < limit:
+        chosen += pick_peers(rack.complete, rack.incomplete, limit - len(chosen), requester=requester,
+                             requester_complete=requester_complete, rng=rng)
+    seen, unique = set(), []
+    for peer in chosen:  # a seeder is also in its rack's group
+        if id(peer) not in seen:
+            seen.add(id(peer))
+            unique.append(peer)
+    return unique
