@@ -27,8 +27,13 @@ bench-swarm: $(STAMP)
 bench-tracker: $(STAMP)
 	$(PY) bench/tracker.py
 
+# make bench TOPOLOGY=4x4: racks behind oversubscribed uplinks, rack-aware peer choice on and off.
 bench: $(STAMP)
+ifdef TOPOLOGY
+	$(PY) bench/topology.py --topology $(TOPOLOGY)
+else
 	$(PY) bench/datacenter.py
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -27,18 +27,40 @@ def _run(*argv, check=True):
 
 
 class Network:
-    """Hosts on one shaped, bridged network; a context manager that always cleans up."""
+    """Hosts on one shaped, bridged network; a context manager that always cleans up.
 
-    def __init__(self, hosts, rate_mbit, delay_ms=0.2, subnet="10.77.0.0/24"):
+    With ``racks`` (host -> rack name) the hosts of a rack sit on a bridge of
+    their own and in a /24 of their own, the rack joined to the core bridge
+    by one uplink shaped to ``uplink_mbit`` in each direction; hosts in no
+    rack sit on the core.
+    :meth:`uplink_bytes` counts what crossed a rack's uplink.
+    """
+
+    def __init__(self, hosts, rate_mbit, delay_ms=0.2, subnet="10.77.0.0/24", racks=None, uplink_mbit=None):
         if os.geteuid() != 0:
             raise PermissionError("the simulated datacenter needs root (network namespaces and tc)")
         self.hosts = list(hosts)
+        self.racks = dict(racks or {})
+        self.rack_names = sorted(set(self.racks.values()))
+        if self.racks and not uplink_mbit:
+            raise ValueError("racks need an uplink rate")
+        self.uplink_mbit = uplink_mbit
         self.rate_mbit = rate_mbit
         self.delay_ms = delay_ms
         self.prefix = f"mb{os.getpid() % 100000}"
         network = ipaddress.ip_network(subnet)
         self.prefixlen = network.prefixlen
         self._addresses = {host: str(network.network_address + 1 + index) for index, host in enumerate(self.hosts)}
+        if self.racks:
+            # Each rack a /24 of its own, as racks behind their own switch usually are; one /16 on the
+            # wire, so that the bridges carry it all without a router. Hosts in no rack: the first /24.
+            network = ipaddress.ip_network(subnet).supernet(new_prefix=16)
+            self.prefixlen = 16
+            numbers = {}
+            for host in self.hosts:
+                rack = self.rack_names.index(self.racks[host]) + 1 if host in self.racks else 0
+                numbers[rack] = numbers.get(rack, 0) + 1
+                self._addresses[host] = str(network.network_address + 256 * rack + numbers[rack])
         self._namespaces = []
         self.latency = False
 
@@ -56,6 +78,18 @@ class Network:
     def switch(self):
         return f"{self.prefix}-switch"
 
+    def rack_switch(self, rack):
+        return f"{self.prefix}-rack{self.rack_names.index(rack)}"
+
+    def uplink_bytes(self, rack):
+        """``{"in": …, "out": …}``: bytes that entered and left ``rack`` through its uplink so far."""
+        ns, device = self.rack_switch(rack), "uplink"
+        read = {}
+        for key, counter in (("in", "rx_bytes"), ("out", "tx_bytes")):
+            read[key] = int(_run("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{device}/statistics/{counter}")
+                            .stdout)
+        return read
+
     def __enter__(self):
         try:
             self._build()
@@ -72,8 +106,9 @@ class Network:
         self._namespaces.append(name)
         _run("ip", "-n", name, "link", "set", "lo", "up")
 
-    def _shape(self, netns, device):
-        burst = max(64 * 1024, self.rate_mbit * 1_000_000 // 8 // 100)
+    def _shape(self, netns, device, rate_mbit=None):
+        rate_mbit = rate_mbit or self.rate_mbit
+        burst = max(64 * 1024, rate_mbit * 1_000_000 // 8 // 100)
         if self.latency:
             _run("ip", "netns", "exec", netns, "tc", "qdisc", "add", "dev", device, "root", "handle", "1:",
                  "netem", "delay", f"{self.delay_ms}ms")
@@ -81,7 +116,7 @@ class Network:
         else:
             parent = ["root"]
         _run("ip", "netns", "exec", netns, "tc", "qdisc", "add", "dev", device, *parent, "tbf",
-             "rate", f"{self.rate_mbit}mbit", "burst", str(burst), "latency", "100ms")
+             "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", "100ms")
 
     def _has_netem(self):
         probe = self.netns(self.hosts[0])
@@ -92,29 +127,49 @@ class Network:
             return True
         return False
 
+    def _add_bridge(self, netns):
+        self._add_namespace(netns)
+        _run("ip", "-n", netns, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", netns, "link", "set", "br0", "up")
+
+    def _build_racks(self):
+        for index, rack in enumerate(self.rack_names):
+            ns = self.rack_switch(rack)
+            self._add_bridge(ns)
+            inside, outside = f"{self.prefix}u{index}", f"{self.prefix}c{index}"
+            _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+            _run("ip", "link", "set", inside, "netns", ns)
+            _run("ip", "link", "set", outside, "netns", self.switch)
+            _run("ip", "-n", ns, "link", "set", inside, "name", "uplink")
+            for netns, device in ((ns, "uplink"), (self.switch, outside)):
+                _run("ip", "-n", netns, "link", "set", device, "master", "br0")
+                _run("ip", "-n", netns, "link", "set", device, "up")
+                self._shape(netns, device, self.uplink_mbit)
+
     def _build(self):
-        self._add_namespace(self.switch)
-        _run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", self.switch, "link", "set", "br0", "up")
+        self._add_bridge(self.switch)
         for index, host in enumerate(self.hosts):
             self._add_namespace(self.netns(host))
         self.latency = self._has_netem()
         if not self.latency:
             log.warning("this kernel has no netem: links get the %s Mbit/s cap but no added latency", self.rate_mbit)
+        self._build_racks()
         for index, host in enumerate(self.hosts):
             ns = self.netns(host)
+            switch = self.rack_switch(self.racks[host]) if host in self.racks else self.switch
             inside, outside = f"{self.prefix}h{index}", f"{self.prefix}s{index}"
             _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
             _run("ip", "link", "set", inside, "netns", ns)
-            _run("ip", "link", "set", outside, "netns", self.switch)
+            _run("ip", "link", "set", outside, "netns", switch)
             _run("ip", "-n", ns, "link", "set", inside, "name", "eth0")
             _run("ip", "-n", ns, "addr", "add", f"{self.address(host)}/{self.prefixlen}", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
-            _run("ip", "-n", self.switch, "link", "set", outside, "master", "br0")
-            _run("ip", "-n", self.switch, "link", "set", outside, "up")
+            _run("ip", "-n", switch, "link", "set", outside, "master", "br0")
+            _run("ip", "-n", switch, "link", "set", outside, "up")
             self._shape(ns, "eth0")
-            self._shape(self.switch, outside)
-        log.info("network: %d hosts on %s, %s Mbit/s links", len(self.hosts), self.switch, self.rate_mbit)
+            self._shape(switch, outside)
+        log.info("network: %d hosts on %s, %s Mbit/s links%s", len(self.hosts), self.switch, self.rate_mbit,
+                 f", {len(self.rack_names)} racks behind {self.uplink_mbit} Mbit/s uplinks" if self.racks else "")
 
     def close(self):
         # Deleting a namespace removes its end of every veth pair, and so the pair.

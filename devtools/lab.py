@@ -62,6 +62,7 @@ class Lab:
         self.master_extra = master_extra or {}
         self.master_conf = None
         self.master_netns = None
+        self._master = None  # the salt-master's Popen
         self.minion_ids = []
         self._processes = []
 
@@ -75,8 +76,20 @@ class Lab:
         settings.update(self.master_extra)
         self.master_conf = _write(root / "conf", "master", settings)
         self.master_netns = netns
-        self._spawn(self._tool("salt-master", "-c", self.master_conf, "-l", "quiet"), netns, root)
+        self._master = self._spawn(self._tool("salt-master", "-c", self.master_conf, "-l", "quiet"), netns, root)
         return self.master_conf
+
+    def restart_master(self, **murder_master):
+        """Stop the salt-master, then start it again with these ``murder:`` settings changed.
+
+        Its keys and store stay; the minions reconnect by themselves (wait
+        for them with :meth:`wait_for_minions`).
+        """
+        if self._master is not None:
+            self._end([self._master])
+            self._processes.remove(self._master)
+        self.murder_master = dict(self.murder_master, **murder_master)
+        return self.start_master(netns=self.master_netns)
 
     def start_minion(self, minion_id, netns=None, murder=None, python=None):
         """Start a minion; ``python`` runs it on another Python than the lab's (its own install)."""
@@ -99,8 +112,10 @@ class Lab:
         # Salt's daemons print start-up chatter and asyncio shutdown warnings even
         # at "-l quiet"; they go to a file next to the daemon's log, not over the demo.
         with open(root / CONSOLE, "ab") as console:
-            self._processes.append(subprocess.Popen(_netns(netns) + [str(a) for a in argv], cwd=root,
-                                                    stdout=console, stderr=subprocess.STDOUT))
+            process = subprocess.Popen(_netns(netns) + [str(a) for a in argv], cwd=root,
+                                       stdout=console, stderr=subprocess.STDOUT)
+        self._processes.append(process)
+        return process
 
     def command(self, tool, *args):
         """argv of a Salt CLI tool (salt, salt-run) run against this master, in its namespace."""
@@ -127,17 +142,22 @@ class Lab:
         raise RuntimeError(f"minions did not answer within {timeout} s: {sorted(wanted - answered)} "
                            f"(their output: {self.top}/<id>/{CONSOLE} and {self.top}/<id>/log)")
 
-    def stop(self):
-        for process in self._processes:
+    @staticmethod
+    def _end(processes):
+        for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self._processes:
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def stop(self):
+        self._end(self._processes)
         self._processes = []
+        self._master = None
 
     def __enter__(self):
         return self

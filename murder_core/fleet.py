@@ -33,6 +33,7 @@ class MinionState:
     stripe: list = None  # [index, count] of the pieces this peer fetched first
     heard: float = None  # clock reading of its last event (or of the deploy's start event)
     done_at: float = None  # clock reading of its done event
+    place: str = None  # where its peer told the tracker it is (murder_core.location), None: by address
 
     @property
     def finished(self):
@@ -90,6 +91,7 @@ class Fleet:
             state.comment = data.get("comment") or "release unpacked"
             stripe = data.get("stripe")
             state.stripe = list(stripe) if isinstance(stripe, (list, tuple)) else None
+            state.place = data.get("place") if isinstance(data.get("place"), str) else None
         elif kind == "failed":
             state.state = FAILED
             state.seconds = float(data.get("seconds", 0.0))
@@ -186,6 +188,7 @@ class Fleet:
                 "bytes_from_seeder": state.bytes_from_seeder,
                 "hash_failures": state.hash_failures,
                 "stripe": state.stripe,
+                "place": state.place,
                 "changed": state.changed,
                 "activated": state.activated,
                 "rolled_back": state.rolled_back,

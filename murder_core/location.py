@@ -74,11 +74,15 @@ def of_minion(settings, grains):
     return f"{found['datacenter']}{SEPARATOR}{found['rack']}"
 
 
+def network(ip):
+    """The /24 (IPv4) or /64 (IPv6) of an address, as text: what a rack is when nothing else says."""
+    address = ipaddress.ip_address(ip)
+    return str(ipaddress.ip_network(f"{address}/{24 if address.version == 4 else 64}", strict=False))
+
+
 def by_address(ip):
     """The place of a peer that did not sign one: its /24 (IPv4) or /64 (IPv6) as its rack."""
-    address = ipaddress.ip_address(ip)
-    network = ipaddress.ip_network(f"{address}/{24 if address.version == 4 else 64}", strict=False)
-    return f"{SEPARATOR}net:{network}"
+    return f"{SEPARATOR}net:{network(ip)}"
 
 
 def datacenter(place):

@@ -183,7 +183,7 @@ def _spread(groups, count, requester_complete, rng):
 
 
 def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders=(), requester=None,
-              requester_complete=False, rng=random):
+              requester_complete=False, rng=random, outside_rng=None):
     """Up to ``limit`` peers for a requester at ``place``: its rack's, a few from outside, the seeders.
 
     ``groups`` is the swarm's :class:`Groups`; ``seeders`` the addresses of
@@ -191,10 +191,15 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
     Then ``outside_datacenter`` peers of other datacenters, ``outside_rack``
     of other racks of the requester's datacenter (each spread over as many
     places as it can, complete peers first), and the rest of the answer from
-    the requester's own rack. A group with too few peers leaves its share
+    the requester's own rack. The outside peers are drawn with
+    ``outside_rng`` (default ``rng``): the tracker seeds it from the
+    requester, so that each announce names the same outside peers while the
+    swarm stays as it is; a peer keeps its connections, and new outside
+    peers at every announce would add up to the whole swarm. A group with too few peers leaves its share
     unfilled: filling it from elsewhere would undo the policy in a small
     swarm, where every answer would again be everyone.
     """
+    outside_rng = outside_rng or rng
     chosen = []
     for address in seeders:
         if len(chosen) >= limit:
@@ -203,13 +208,14 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
         if peer is not None and address != requester:
             chosen.append(peer)
     datacenter = location.datacenter(place)
-    other_datacenters = [name for name in groups.datacenters if name != datacenter]
+    # Sorted: a set's order is not the same from one announce to the next.
+    other_datacenters = sorted(name for name in groups.datacenters if name != datacenter)
     if other_datacenters and outside_datacenter > 0:
-        elsewhere = groups.datacenters[rng.choice(other_datacenters)]
+        elsewhere = sorted(groups.datacenters[outside_rng.choice(other_datacenters)])
         chosen += _spread([groups.racks[other] for other in elsewhere],
-                          min(outside_datacenter, limit - len(chosen)), requester_complete, rng)
-    neighbours = [groups.racks[other] for other in groups.datacenters.get(datacenter, ()) if other != place]
-    chosen += _spread(neighbours, min(outside_rack, limit - len(chosen)), requester_complete, rng)
+                          min(outside_datacenter, limit - len(chosen)), requester_complete, outside_rng)
+    neighbours = [groups.racks[other] for other in sorted(groups.datacenters.get(datacenter, ())) if other != place]
+    chosen += _spread(neighbours, min(outside_rack, limit - len(chosen)), requester_complete, outside_rng)
     rack = groups.racks.get(place)
     if rack is not None and len(chosen) < limit:
         chosen += pick_peers(rack.complete, rack.incomplete, limit - len(chosen), requester=requester,

@@ -14,6 +14,10 @@ enable_{in,out}going_utp       False    uTP's delay-based congestion control is 
 enable_dht, enable_lsd,        False    Peers come from our tracker only; no traffic may
 enable_upnp, enable_natpmp              leave the datacenter, and no multicast noise.
 dht_bootstrap_nodes            ""       Never contact public DHT routers.
+(plugins)                      no PEX   The session gets ut_metadata and smart_ban but not
+                                        ut_pex: with peer exchange every peer would learn
+                                        every other from its neighbours, and the tracker's
+                                        rack-first answers (peer_choice) would not hold.
 {in,out}_enc_policy            disabled Encryption only costs CPU; content integrity comes
                                         from the torrent's SHA-256 merkle hashes, which
                                         reach peers over Salt's encrypted channel.
@@ -178,9 +182,15 @@ def settings(listen, *, seeder=False, upload_rate_limit=0,
     return pack
 
 
+# libtorrent's default plugins but peer exchange: peers come from the tracker only (the table above).
+PLUGINS = ("ut_metadata", "smart_ban")
+
+
 def make_session(listen, **kwargs):
     """Return an :class:`libtorrent.session` with the datacenter profile applied."""
-    session = lt.session(settings(listen, **kwargs))
+    session = lt.session(settings(listen, **kwargs), 0)  # 0: without the default plugins, so without ut_pex
+    for plugin in PLUGINS:
+        session.add_extension(plugin)
     _limit_every_address(session)
     return session
 

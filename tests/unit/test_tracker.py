@@ -521,6 +521,10 @@ def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_addre
             p for p in rack_of if rack_of[p] == place and p != port)
         outside = [p for p in got if p not in (6000, 7100) and rack_of[p] != place]
         assert len(outside) == 2
+        # The same outside peers at the next announce: a peer keeps its connections, so new ones
+        # at every announce would add up to the whole swarm.
+        again = ports(announce(tracker, port, location=place, location_sig=location.sign(key, place)))
+        assert sorted(p for p in again if p not in (6000, 7100) and rack_of[p] != place) == sorted(outside)
         assert len(got) <= 3 + 2 + 1 + 1  # rack, other racks, other datacenters (the address rack), seeder
 
 
