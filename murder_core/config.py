@@ -68,7 +68,7 @@ DEFAULTS = {
     # (master) With peer_choice rack: the least peers of other racks of the
     # same datacenter, and of other datacenters, in each answer (README,
     # "Racks and datacenters", for the measurement).
-    "peers_outside_rack": 2,
+    "peers_outside_rack": 1,
     "peers_outside_datacenter": 1,
     # (minion) Where this minion is; "" means its grain of the same name, and
     # without a rack the tracker places it by address (its /24 is its rack).

@@ -271,7 +271,7 @@ class Tracker:
     """
 
     def __init__(self, host="127.0.0.1", port=0, interval=5, max_peers=200, peer_ttl=None,
-                 max_announce_rate=1000, peer_choice="rack", outside_rack=2, outside_datacenter=1):
+                 max_announce_rate=1000, peer_choice="rack", outside_rack=1, outside_datacenter=1):
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise InvalidInput(f"tracker interval must be a whole number of seconds >= 1, got {interval!r}")
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
