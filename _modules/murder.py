@@ -301,6 +301,10 @@ def peer(**kwargs):
         (checked before unpacking), its size and info-hash.
     seeders
         ``host:port`` of the master's seeder, connected to at once.
+    location_key
+        Set by the engine when its tracker chooses peers by rack: the peer
+        announces this minion's place (``murder: rack`` and ``datacenter``,
+        else the grains of those names) signed with it.
     base_dir
         Where the app lives (default: this minion's ``murder: base_dir``).
     timeout, progress_interval

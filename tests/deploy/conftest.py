@@ -20,13 +20,13 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
             "progress_interval": 0.5, "announce_interval": 1, "silence_timeout": 15}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, tmp_path_factory):
     with started_murder_master(salt_factories, "murder-master", tmp_path_factory.mktemp("store"), LOOPBACK) as master:
         yield master
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def own_base_dir(tmp_path_factory):
     """The ``murder: base_dir`` of every minion's own config: used when a call names none."""
     root = tmp_path_factory.mktemp("own-base")
@@ -34,7 +34,7 @@ def own_base_dir(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minions(salt_master, own_base_dir):
     settings = {"murder": dict(LOOPBACK, base_dir=own_base_dir), "master": "127.0.0.1"}
     with started_minions(salt_master, MINIONS, lambda minion_id: settings) as factories:

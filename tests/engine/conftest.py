@@ -23,19 +23,19 @@ UPLOAD_CAP = 2 * MiB
 SETTINGS = dict(LOOPBACK, upload_rate_limit=UPLOAD_CAP)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine_trees(tmp_path_factory):
     return tmp_path_factory.mktemp("engine-states"), tmp_path_factory.mktemp("engine-pillar")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def metrics_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, tmp_path_factory, engine_trees, metrics_port):
     states, pillar = engine_trees
     overrides = master_snippet(store_dir=tmp_path_factory.mktemp("engine-store"))
@@ -53,7 +53,7 @@ def minion_overrides():
     return {"murder": dict(SETTINGS), "master": "127.0.0.1"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minions(salt_master):
     with started_minions(salt_master, MINIONS, lambda minion_id: minion_overrides()) as factories:
         yield factories

@@ -47,13 +47,13 @@ def minion_overrides(settings=None):
             **RECONNECT_FAST}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, tmp_path_factory):
     with started_murder_master(salt_factories, "fault-master", tmp_path_factory.mktemp("store"), LOOPBACK) as master:
         yield master
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minions(salt_master):
     factories = {minion: salt_master.salt_minion_daemon(minion, overrides=minion_overrides()) for minion in ORDINARY}
     factories.update({

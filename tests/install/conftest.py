@@ -21,7 +21,7 @@ def _run(*argv, timeout=600):
     return done.stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def wheel_dir(tmp_path_factory):
     """A directory holding the one wheel of this checkout, as an operator builds it."""
     directory = tmp_path_factory.mktemp("wheels")
@@ -47,7 +47,7 @@ def _python_without_murder(top):
     return python
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator_python(tmp_path_factory, wheel_dir):
     top = tmp_path_factory.mktemp("operator")
     python = _python_without_murder(top)
@@ -57,7 +57,7 @@ def operator_python(tmp_path_factory, wheel_dir):
     shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bare_python(tmp_path_factory):
     top = tmp_path_factory.mktemp("bare")
     yield _python_without_murder(top)

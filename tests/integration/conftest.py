@@ -36,17 +36,17 @@ from saltfactories.utils import random_string
 CLI_TIMEOUT = 120
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def state_tree(tmp_path_factory):
     return tmp_path_factory.mktemp("state-tree")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pillar_tree(tmp_path_factory):
     return tmp_path_factory.mktemp("pillar-tree")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master_config_overrides(state_tree, pillar_tree):
     return {
         "interface": "127.0.0.1",
@@ -55,7 +55,7 @@ def salt_master_config_overrides(state_tree, pillar_tree):
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, salt_master_config_overrides):
     factory = salt_factories.salt_master_daemon(
         random_string("murder-master-"), overrides=salt_master_config_overrides
@@ -65,7 +65,7 @@ def salt_master(salt_factories, salt_master_config_overrides):
         yield factory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def start_salt_minion(salt_master):
     started = []
 
@@ -84,16 +84,16 @@ def start_salt_minion(salt_master):
         factory.terminate()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minion(start_salt_minion):
     return start_salt_minion()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_cli(salt_master):
     return salt_master.salt_cli(timeout=CLI_TIMEOUT)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_run_cli(salt_master):
     return salt_master.salt_run_cli(timeout=CLI_TIMEOUT)

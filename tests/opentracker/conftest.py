@@ -19,7 +19,7 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
             "progress_interval": 0.5, "silence_timeout": 15}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def opentracker():
     if shutil.which("opentracker") is None:
         pytest.skip("opentracker is not installed (apt-get install opentracker)")
@@ -34,7 +34,7 @@ def opentracker():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, tmp_path_factory, opentracker):
     murder = dict(LOOPBACK, tracker_url=opentracker.url, tracker_whitelist=opentracker.whitelist,
                   tracker_whitelist_reload=f"kill -HUP {opentracker.process.pid}")
@@ -42,7 +42,7 @@ def salt_master(salt_factories, tmp_path_factory, opentracker):
         yield master
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minions(salt_master):
     settings = {"murder": LOOPBACK, "master": "127.0.0.1"}
     with started_minions(salt_master, MINIONS, lambda minion_id: settings) as factories:

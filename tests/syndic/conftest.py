@@ -14,14 +14,14 @@ LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_t
             "progress_interval": 0.5, "announce_interval": 1, "silence_timeout": 20}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_master(salt_factories, tmp_path_factory):
     with started_murder_master(salt_factories, "top-master", tmp_path_factory.mktemp("store"), LOOPBACK,
                                order_masters=True) as master:
         yield master
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def syndic(salt_master):
     common = {"interface": "127.0.0.1", "open_mode": False, "auto_accept": True}
     factory = salt_master.salt_syndic_daemon("syndic-1", master_overrides=common)
@@ -31,7 +31,7 @@ def syndic(salt_master):
         yield factory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def salt_minions(salt_master, syndic):
     settings = {"murder": LOOPBACK, "master": "127.0.0.1"}
     with started_minions(syndic.master, BEHIND_SYNDIC, lambda minion_id: settings) as below, \
