@@ -194,6 +194,19 @@ def deploy_steps(summary, meter):
     return steps
 
 
+def salt_run_alone(lab, rounds=3):
+    """Wall seconds of a ``salt-run`` that does next to nothing (``murder.published``): the tool's own start
+    and exit, what ``salt_run_start`` and ``salt_run_exit`` of a deploy hold besides the runner; least of
+    ``rounds``."""
+    argv = lab.command("salt-run", "--out=json", "murder.published")
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+        times.append(time.monotonic() - started)
+    return round(min(times), 3)
+
+
 def run_fileserver(lab, top, minions, size, timeout, run_id, meter):
     release = make_release(top / "sources" / run_id, size)
     archive = top / "fileroot" / APP / f"{run_id}.tar"
@@ -424,6 +437,8 @@ def table(results):
                      f"{'' if hosts_busy is None else f'{hosts_busy:.2f}':>11} "
                      f"{_spread(run['cpu_seconds_per_host'], 2):>15} {'' if master is None else f'{master:.2f}':>13}")
     lines += steps_lines(results)
+    if results.get("salt_run_alone_seconds") is not None:
+        lines.append(f"  salt-run alone (murder.published, least of 3): {results['salt_run_alone_seconds']:.2f} s")
     accounting = results["cpu_accounting"]
     if accounting["kind"] is None:
         lines.append(f"cpu s per host: not measured, {accounting['reason']}")
@@ -490,6 +505,7 @@ def main(argv=None):
                     lab.start_minion(minion, netns=net.netns(minion))
                 lab.wait_for_minions(timeout=300)
                 log.info("master and %d minions are up", len(minions))
+                results["salt_run_alone_seconds"] = salt_run_alone(lab)
                 for hosts in args.hosts:
                     for method in args.methods:
                         run_id = f"{method.split('-')[0]}-n{hosts}"

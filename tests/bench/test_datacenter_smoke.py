@@ -33,6 +33,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert data["size_bytes"] == 4 * 2**20 and data["link_mbit"] == 200
     assert data["bound_seconds"] == pytest.approx(4 * 2**20 * 8 / 200e6)
     assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
+    assert data["salt_run_alone_seconds"] > 0
     accounting = data["cpu_accounting"]
     measured = accounting["kind"] is not None  # no writable cgroup hierarchy: figures are null, the reason given
     assert accounting["kind"] in ("cgroup2", "cpuacct") if measured else accounting["reason"]
