@@ -12,7 +12,9 @@ minions twice, timed from the call to the returned answer:
   time (without the ``salt-run`` tool's start), ``minion_seconds`` each
   minion's time from its peer's start to the release unpacked, and
   ``bytes_from_seeder`` / ``bytes_from_peers`` where the minions' bytes came
-  from (the table shows the seeder's share as copies of the release);
+  from (the table shows the seeder's share as copies of the release), and
+  ``steps``, the wall seconds and CPU of each fixed step of the deploy
+  (:func:`deploy_steps`);
 * **salt-fileserver**: what Salt users do today: ``cp.get_file salt://…`` of
   the archive, then unpack it and switch the ``current`` link with
   ``cmd.run`` on every minion;
@@ -55,7 +57,7 @@ sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in th
 
 import floor  # noqa: E402  (bench/ is a directory of scripts, not a package)
 import report  # noqa: E402
-from cgroups import HostCgroups  # noqa: E402
+from cgroups import HostCgroups, UsageTimeline  # noqa: E402
 from netlab import Network  # noqa: E402
 
 log = logging.getLogger("bench.datacenter")
@@ -137,7 +139,72 @@ def run_murder(lab, top, minions, size, timeout, run_id, meter):
     return {"distribution_seconds": summary.get("distribution_seconds"), "runner_seconds": summary.get("seconds"),
             "minion_seconds": sorted(r["seconds"] for r in reports),
             "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports), "bytes_from_seeder": from_seeder,
-            "seeder_copies": round(from_seeder / size, 3)}
+            "seeder_copies": round(from_seeder / size, 3), "steps": deploy_steps(summary, meter)}
+
+
+MINION_STEPS = ("job_start", "download", "verify", "unpack")  # each minion's, in order (verify: v1 torrents only)
+
+
+def deploy_steps(summary, meter):
+    """Wall seconds (and CPU-s, with cgroups) of each fixed step of one murder deploy, from its summary.
+
+    The deploy's own steps (``publishing``, ``distributing``, ``activating``: the summary's ``steps``) and
+    the minions' (``MINION_STEPS``, from each minion's ``steps``, as ``[least, most]`` over the minions), set
+    on the wall clock by the summary's ``started``; around them, ``salt_run_start`` (the salt-run command's
+    start up to the engine taking its request) and ``salt_run_exit`` (the end of the deploy up to the
+    command's exit). The deploy's steps add up to ``seconds``. Each step's CPU, where cgroups measure it:
+    the master's and all the minions' CPU-s in the deploy's steps; each minion's own in its steps.
+    """
+    timeline, own = meter.timeline, summary.get("steps") or {}
+    started = summary["started"]
+    ended = started + summary["seconds"]
+    windows = [("salt_run_start", meter.wall_started, started)]
+    mark = started
+    for name in ("publishing", "distributing", "activating"):
+        if name in own:
+            windows.append((name, mark, mark + own[name]))
+            mark += own[name]
+    windows.append(("salt_run_exit", ended, meter.wall_ended))
+    steps = {}
+    for name, since, until in windows:
+        step = {"seconds": round(until - since, 3)}
+        if timeline is not None:
+            step["master_cpu_seconds"] = round(timeline.between(MASTER, since, until), 3)
+            step["minions_cpu_seconds"] = round(sum(timeline.between(m, since, until) for m in meter.run_minions), 3)
+        steps[name] = step
+    start_event = started + own.get("publishing", 0.0)
+    per_minion = {name: [] for name in MINION_STEPS}
+    for minion, report in summary["minions"].items():
+        mark = start_event
+        for name in MINION_STEPS:
+            seconds = (report.get("steps") or {}).get(name)
+            if seconds is None:
+                continue
+            cpu = None if timeline is None else timeline.between(minion, mark, mark + seconds)
+            per_minion[name].append((seconds, cpu))
+            mark += seconds
+    for name, found in per_minion.items():
+        if found:
+            seconds = [s for s, _ in found]
+            step = {"seconds": [round(min(seconds), 3), round(max(seconds), 3)]}
+            if timeline is not None:
+                cpu = [c for _, c in found]
+                step["cpu_seconds"] = [round(min(cpu), 3), round(max(cpu), 3)]
+            steps[name] = step
+    return steps
+
+
+def salt_run_alone(lab, rounds=3):
+    """Wall seconds of a ``salt-run`` that does next to nothing (``murder.published``): the tool's own start
+    and exit, what ``salt_run_start`` and ``salt_run_exit`` of a deploy hold besides the runner; least of
+    ``rounds``."""
+    argv = lab.command("salt-run", "--out=json", "murder.published")
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+        times.append(time.monotonic() - started)
+    return round(min(times), 3)
 
 
 def run_fileserver(lab, top, minions, size, timeout, run_id, meter):
@@ -191,6 +258,9 @@ class RunMeter:
         self.all_hosts = list(all_hosts)
         self.figures = {}
         self._join_master = cgroups.joiner(MASTER)
+        # Every host's CPU through the run, to give each step its own (None without cgroups).
+        self.timeline = UsageTimeline(cgroups) if cgroups.available else None
+        self.wall_started = self.wall_ended = None  # time.time(), to set the steps of a deploy's summary by
 
     def on_master(self, argv, timeout):
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120,
@@ -200,11 +270,17 @@ class RunMeter:
         return {host: self.cgroups.usage(host) for host in self.all_hosts} if self.cgroups.available else None
 
     def __enter__(self):
+        if self.timeline is not None:
+            self.timeline.start()
         self._machine, self._hosts, self._started = cpu_times(), self._usage(), time.monotonic()
+        self.wall_started = time.time()
         return self
 
     def __exit__(self, *exc):
         seconds = time.monotonic() - self._started
+        self.wall_ended = time.time()
+        if self.timeline is not None:
+            self.timeline.stop()
         (busy, total), hosts = cpu_times(), self._usage()
         # Share of all cores busy during the run: near 1.0 means the machine, not the links, set the pace.
         self.figures = {"seconds": round(seconds, 3),
@@ -318,6 +394,34 @@ def _spread(values, digits):
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}" if values else ""
 
 
+STEP_ORDER = ("salt_run_start", "publishing", *MINION_STEPS, "distributing", "activating", "salt_run_exit")
+
+
+def steps_lines(results):
+    """A line per murder run: each fixed step's seconds and, in brackets, its CPU-s (the master's, then the
+    minions' together; for a minion's own step, each minion's)."""
+    lines = []
+    for run in results["runs"]:
+        if "steps" not in run:
+            continue
+        parts = []
+        for name in STEP_ORDER:
+            step = run["steps"].get(name)
+            if step is None:
+                continue
+            seconds, cpu = step["seconds"], None
+            if isinstance(seconds, list):
+                text = _spread(seconds, 2)
+                cpu = _spread(step["cpu_seconds"], 2) if "cpu_seconds" in step else None
+            else:
+                text = f"{seconds:.2f}"
+                if "master_cpu_seconds" in step:
+                    cpu = f"{step['master_cpu_seconds']:.2f}/{step['minions_cpu_seconds']:.2f}"
+            parts.append(f"{name} {text}" + (f" [{cpu}]" if cpu else ""))
+        lines.append(f"  steps, murder N={run['hosts']} (s [CPU-s]): " + ", ".join(parts))
+    return lines
+
+
 def table(results):
     bound = results["bound_seconds"]
     lines = [f"{results['size_bytes'] // 2**20} MiB, {results['link_mbit']} Mbit/s links, bound {bound:.2f} s",
@@ -332,6 +436,9 @@ def table(results):
                      f"{'' if copies is None else f'{copies:.2f}':>14} {run['cpu_busy']:>9.2f} "
                      f"{'' if hosts_busy is None else f'{hosts_busy:.2f}':>11} "
                      f"{_spread(run['cpu_seconds_per_host'], 2):>15} {'' if master is None else f'{master:.2f}':>13}")
+    lines += steps_lines(results)
+    if results.get("salt_run_alone_seconds") is not None:
+        lines.append(f"  salt-run alone (murder.published, least of 3): {results['salt_run_alone_seconds']:.2f} s")
     accounting = results["cpu_accounting"]
     if accounting["kind"] is None:
         lines.append(f"cpu s per host: not measured, {accounting['reason']}")
@@ -398,6 +505,7 @@ def main(argv=None):
                     lab.start_minion(minion, netns=net.netns(minion))
                 lab.wait_for_minions(timeout=300)
                 log.info("master and %d minions are up", len(minions))
+                results["salt_run_alone_seconds"] = salt_run_alone(lab)
                 for hosts in args.hosts:
                     for method in args.methods:
                         run_id = f"{method.split('-')[0]}-n{hosts}"

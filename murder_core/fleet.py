@@ -31,6 +31,7 @@ class MinionState:
     rolled_back: bool = False  # switched by this deploy, then put back on its previous release
     previous: str = None  # what was current before this deploy switched it
     stripe: list = None  # [index, count] of the pieces this peer fetched first
+    steps: dict = None  # seconds of each step of its deploy (job_start, then its peer's own: download, ...)
     heard: float = None  # clock reading of its last event (or of the deploy's start event)
     done_at: float = None  # clock reading of its done event
     place: str = None  # where its peer told the tracker it is (murder_core.location), None: by address
@@ -48,6 +49,7 @@ class Fleet:
         # The unfinished minions, sorted by name; and those of them heard from, least recently first.
         self._waiting = dict.fromkeys(self.minions)
         self._heard = {}
+        self._start_event_at = None  # clock reading of the start event
 
     def _finished(self, minion):
         self._waiting.pop(minion, None)
@@ -69,6 +71,7 @@ class Fleet:
             state.heard = now
             state.size = state.size or int(size)
         self._heard = dict.fromkeys(self._waiting)
+        self._start_event_at = now
 
     def record(self, minion, kind, data, now=None):
         """Apply one peer event (``kind`` is progress, done or failed); unknown minions are ignored."""
@@ -92,6 +95,7 @@ class Fleet:
             stripe = data.get("stripe")
             state.stripe = list(stripe) if isinstance(stripe, (list, tuple)) else None
             state.place = data.get("place") if isinstance(data.get("place"), str) else None
+            state.steps = self._steps(state.seconds, data.get("steps"), now)
         elif kind == "failed":
             state.state = FAILED
             state.seconds = float(data.get("seconds", 0.0))
@@ -101,6 +105,23 @@ class Fleet:
         if state.finished:
             self._finished(minion)
         return True
+
+    def _steps(self, seconds, reported, now):
+        """A done minion's steps: ``job_start`` reckoned here, then the ones its peer timed itself.
+
+        ``job_start`` runs from the start event until its ``murder.peer`` job
+        began: Salt's reactor publishing the job and the minion starting it.
+        It is when its ``done`` arrived, less the peer's own ``seconds``, so
+        it holds the ``done`` event's way to the master too, and needs no
+        clock shared with the minion.
+        """
+        steps = {}
+        if now is not None and self._start_event_at is not None:
+            steps["job_start"] = round(max(now - self._start_event_at - seconds, 0.0), 3)
+        if isinstance(reported, dict):
+            steps.update((name, value) for name, value in reported.items()
+                         if isinstance(name, str) and isinstance(value, (int, float)) and not isinstance(value, bool))
+        return steps or None
 
     def time_out(self, reason):
         """Mark every unfinished minion as timed out; return their names."""
@@ -189,6 +210,7 @@ class Fleet:
                 "hash_failures": state.hash_failures,
                 "stripe": state.stripe,
                 "place": state.place,
+                "steps": state.steps,
                 "changed": state.changed,
                 "activated": state.activated,
                 "rolled_back": state.rolled_back,

@@ -47,6 +47,10 @@ class Deploy:
         self.deadline = self.started + float(self.request.timeout)
         self.published = None  # the store.Published record, once packed
         self.distribution_seconds = None
+        self._distributing_since = None  # clock readings: the start event went out; every minion finished
+        self._distributed_at = None
+        self._activated_any = False  # an activation wave was started
+        self._ended = None
         self.error = None
         self._last_line = None
         self._said = []
@@ -67,7 +71,8 @@ class Deploy:
         """The release is packed and seeded; the start event is going out now."""
         self.published = published
         self.state = DISTRIBUTING
-        self.hosts.expect_word(self.clock(), published.size if published is not None else 0)
+        self._distributing_since = self.clock()
+        self.hosts.expect_word(self._distributing_since, published.size if published is not None else 0)
 
     # Following.
 
@@ -95,7 +100,8 @@ class Deploy:
             self._say_unsaid_failures()
             self.say(self.hosts.progress_line())  # once at the end, not twice
         if finished:
-            self.distribution_seconds = round(self.clock() - self.started, 3)
+            self._distributed_at = self.clock()
+            self.distribution_seconds = round(self._distributed_at - self.started, 3)
         return finished
 
     def _say_failed(self, minions):
@@ -127,6 +133,7 @@ class Deploy:
             return None
         if len(succeeded) >= self.needed:
             self.state = ACTIVATING
+            self._activated_any = True
             self.waves = policy.waves(succeeded, self.request.batch, self.request.canary)
             self.wave_count, self.failures = len(self.waves), 0
             return self._next_wave()
@@ -217,11 +224,30 @@ class Deploy:
 
     def finish(self):
         """The deploy is over: settle its state and return the summary."""
+        self._ended = self.clock()
         summary = self.summary(final=True)
         self.state = summary["state"]
         return summary
 
     # Reporting.
+
+    def _steps(self):
+        """Seconds the deploy spent in each state it reached: ``publishing``, ``distributing``, ``activating``.
+
+        ``publishing`` ends with the start event; ``distributing`` when every
+        minion finished (``distribution_seconds`` is the two together);
+        ``activating``, once a wave started, from there to the end (to now
+        while it lasts). The three add up to ``seconds``.
+        """
+        now = self._ended if self._ended is not None else self.clock()
+        if self._distributing_since is None:
+            return {PUBLISHING: round(now - self.started, 3)}
+        until = self._distributed_at if self._distributed_at is not None else now
+        steps = {PUBLISHING: round(self._distributing_since - self.started, 3),
+                 DISTRIBUTING: round(until - self._distributing_since, 3)}
+        if self._activated_any:
+            steps[ACTIVATING] = round(now - until, 3)
+        return steps
 
     def say(self, message):
         """Add a line for the operator's console."""
@@ -238,13 +264,15 @@ class Deploy:
         minions = self.hosts.report(activate, since=self.started)
         found = {"deploy_id": self.deploy_id, "app": self.request.app, "release": self.request.release,
                  "tgt": self.request.tgt, "tgt_type": self.request.tgt_type, "started": self.started_at,
-                 "state": self.state, "minions": minions, "seconds": round(self.clock() - self.started, 3)}
+                 "state": self.state, "minions": minions,
+                 "seconds": round((self._ended if self._ended is not None else self.clock()) - self.started, 3)}
         if self.request.request_id is not None:
             found["request_id"] = self.request.request_id
         if self.published is not None:
             found.update(info_hash=self.published.info_hash, size=self.published.size)
         if self.distribution_seconds is not None:
             found["distribution_seconds"] = self.distribution_seconds
+        found["steps"] = self._steps()
         if self.error:
             found["error"] = self.error
         if not final:

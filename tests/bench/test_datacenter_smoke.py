@@ -33,6 +33,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert data["size_bytes"] == 4 * 2**20 and data["link_mbit"] == 200
     assert data["bound_seconds"] == pytest.approx(4 * 2**20 * 8 / 200e6)
     assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
+    assert data["salt_run_alone_seconds"] > 0
     accounting = data["cpu_accounting"]
     measured = accounting["kind"] is not None  # no writable cgroup hierarchy: figures are null, the reason given
     assert accounting["kind"] in ("cgroup2", "cpuacct") if measured else accounting["reason"]
@@ -52,6 +53,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
             assert len(run["minion_seconds"]) == hosts and all(s > 0 for s in run["minion_seconds"])
             assert run["bytes_from_seeder"] + run["bytes_from_peers"] >= hosts * 4 * 2**20
             assert run["seeder_copies"] == pytest.approx(run["bytes_from_seeder"] / data["size_bytes"], abs=1e-3)
+            check_steps(run, measured)
     floor = data["floor"]
     assert data["floor_cpu_seconds_per_gib"] > 0 and floor["artifact_bytes"] >= 4 * 2**20
     assert data["floor_cpu_seconds_per_gib"] == pytest.approx(
@@ -66,6 +68,30 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert picture.stat().st_size > 1000 and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "murder" in answer.stdout and "bound" in answer.stdout and "floor" in answer.stdout
     assert "distribution at most 1.15x the bound" in answer.stdout
+    assert "steps, murder N=3" in answer.stdout
+
+
+DEPLOY_STEPS = ("salt_run_start", "publishing", "distributing", "activating", "salt_run_exit")
+MINION_STEPS = ("job_start", "download", "unpack")  # verify only for v1 torrents
+
+
+def check_steps(run, measured):
+    """A murder run's fixed steps: the deploy's cover the whole run; each minion step spans its minions."""
+    steps = run["steps"]
+    assert set(DEPLOY_STEPS + MINION_STEPS) <= set(steps) <= set(DEPLOY_STEPS + MINION_STEPS + ("verify",))
+    assert all(steps[name]["seconds"] >= 0 for name in DEPLOY_STEPS)
+    assert sum(steps[name]["seconds"] for name in DEPLOY_STEPS) == pytest.approx(run["seconds"], abs=0.5)
+    for name in MINION_STEPS:
+        least, most = steps[name]["seconds"]
+        assert 0 <= least <= most
+    for name, step in steps.items():
+        if not measured:
+            assert not {"master_cpu_seconds", "minions_cpu_seconds", "cpu_seconds"} & set(step)
+        elif name in DEPLOY_STEPS:
+            assert step["master_cpu_seconds"] >= 0 and step["minions_cpu_seconds"] >= 0
+        else:
+            assert 0 <= step["cpu_seconds"][0] <= step["cpu_seconds"][1]
+    assert steps["download"]["seconds"][1] > 0
 
 
 def test_without_root_it_refuses_clearly(tmp_path):

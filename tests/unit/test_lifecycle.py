@@ -84,6 +84,46 @@ def test_an_interrupted_record_is_failed_with_the_reason():
     assert {m["comment"] for m in record["minions"].values()} == {"the engine stopped"}
 
 
+
+def test_the_summary_times_each_state_and_each_minions_steps():
+    clock = Clock()
+    asked = DeployRequest.from_arguments(dict(source="/srv/builds/shop", app="shop", tgt="m*", release="r1"),
+                                         dict(config.DEFAULTS), lambda: "r0")
+    deploy = lifecycle.Deploy("shop-r1-abc", asked, MINIONS, silence_timeout=10, progress_interval=2, clock=clock)
+    clock.now += 0.5
+    assert deploy.summary()["steps"] == {"publishing": 0.5}
+    deploy.distributing(published=None)  # the start event goes out at 100.5
+    clock.now += 3.0
+    deploy.record("m1", "done", {"seconds": 2.0, "steps": {"download": 1.5, "unpack": 0.25}})
+    clock.now += 1.0
+    deploy.record("m2", "done", {"seconds": 3.5})
+    deploy.record("m3", "done", {"seconds": 4.0, "steps": {"download": "soon", "unpack": 1.0}})
+    assert deploy.tick() is True
+    clock.now += 0.25
+    deploy.to_activate()
+    clock.now += 0.75
+    deploy.activated({m: {"ret": {"old": None, "new": "r1"}, "retcode": 0} for m in MINIONS})
+    assert deploy.next_step() is None
+    summary = deploy.finish()
+    assert summary["steps"] == {"publishing": 0.5, "distributing": 4.0, "activating": 1.0}
+    assert summary["distribution_seconds"] == 4.5 and summary["seconds"] == 5.5
+    steps = {minion: host["steps"] for minion, host in summary["minions"].items()}
+    # job_start: when the done arrived after the start event, less the peer's own seconds.
+    assert steps == {"m1": {"job_start": 1.0, "download": 1.5, "unpack": 0.25}, "m2": {"job_start": 0.5},
+                     "m3": {"job_start": 0.0, "unpack": 1.0}}
+
+
+def test_a_deploy_not_activated_has_no_activating_step():
+    clock = Clock()
+    deploy = make_deploy(clock, activate=False)
+    for minion in MINIONS:
+        deploy.record(minion, "done", {"seconds": 1.0})
+    clock.now += 2.0
+    assert deploy.tick() is True and deploy.to_activate() is None
+    clock.now += 1.0
+    assert deploy.finish()["steps"] == {"publishing": 0.0, "distributing": 2.0}
+
+
 # The store of published releases.
 
 
