@@ -72,19 +72,35 @@ SIZE_MIB = 32
 LINK_MBIT = 12
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", default="1,2,4,8,16", help="comma-separated N of the sweep (default 1,2,4,8,16)")
+def add_run_options(parser, results):
+    """The options ``make bench`` and its topology run share; ``results`` is the default results file's name."""
     parser.add_argument("--size-mib", type=int, default=SIZE_MIB, help=f"release size in MiB (default {SIZE_MIB})")
     parser.add_argument("--link-mbit", type=int, default=LINK_MBIT,
                         help=f"every host's link rate B, Mbit/s (default {LINK_MBIT})")
-    parser.add_argument("--methods", default="murder,salt-fileserver", help="methods to run (default both)")
-    parser.add_argument("--results", default=str(HERE / "results" / "latest.json"))
-    parser.add_argument("--plot", default=str(HERE / "results" / "latest.png"), help="PNG path; '' for none")
+    parser.add_argument("--results", default=str(HERE / "results" / f"{results}.json"))
+    parser.add_argument("--plot", default=str(HERE / "results" / f"{results}.png"), help="PNG path; '' for none")
     parser.add_argument("--timeout", type=int, default=600, help="deadline of one delivery, seconds")
     parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a murder setting (YAML value) for master and minions, e.g. piece_size=1048576")
     parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def murder_settings(items):
+    """``KEY=VALUE`` items of ``--murder-setting`` as a dict, each value read as YAML."""
+    import yaml
+
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="1,2,4,8,16", help="comma-separated N of the sweep (default 1,2,4,8,16)")
+    parser.add_argument("--methods", default="murder,salt-fileserver", help="methods to run (default both)")
+    add_run_options(parser, "latest")
     args = parser.parse_args(argv)
     args.hosts = sorted({int(n) for n in args.hosts.split(",")})
     args.methods = [m for m in args.methods.split(",") if m]
@@ -465,12 +481,7 @@ def table(results):
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
-    import yaml
-
-    settings = {}
-    for item in args.murder_setting:
-        key, _, value = item.partition("=")
-        settings[key] = yaml.safe_load(value)
+    settings = murder_settings(args.murder_setting)
     if os.geteuid() != 0:
         print("make bench needs root: it creates network namespaces and shapes links with tc", file=sys.stderr)
         return 2
@@ -520,12 +531,7 @@ def main(argv=None):
                         log.info("%s to %d hosts: %s", method, hosts, figures)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    results["targets"] = targets(results)
-    # The largest murder run counts only if the machine stayed mostly idle (None: no murder run to judge).
-    results["counts"] = next((t["met"] for t in results["targets"] if t["id"] == "cpu_busy"), None)
-    report.write(results, args.results, plot, args.plot)
-    print(table(results))
-    print(f"results: {args.results}" + (f", plot: {args.plot}" if args.plot else ""))
+    report.finish(results, targets(results), table, plot, args.results, args.plot)
     return 0
 
 

@@ -20,3 +20,16 @@ def write(results, path, plot=None, plot_path=""):
     os.replace(partial, path)
     if plot is not None and plot_path:
         plot(results, plot_path)
+
+
+def finish(results, judged, table, plot, results_path, plot_path):
+    """Record the run's ``judged`` targets, write the results (and the plot), print ``table(results)``.
+
+    A run counts only if the machine stayed mostly idle: ``counts`` is the
+    verdict of the ``cpu_busy`` target (None when nothing was judged).
+    """
+    results["targets"] = judged
+    results["counts"] = next((t["met"] for t in judged if t["id"] == "cpu_busy"), None)
+    write(results, results_path, plot, plot_path)
+    print(table(results))
+    print(f"results: {results_path}" + (f", plot: {plot_path}" if plot_path else ""))

@@ -41,7 +41,8 @@ sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in th
 
 import report  # noqa: E402  (bench/ is a directory of scripts, not a package)
 from cgroups import HostCgroups  # noqa: E402
-from datacenter import APP, LINK_MBIT, MASTER, SIZE_MIB, RunMeter, last_json, machine, make_release  # noqa: E402
+from datacenter import (APP, MASTER, RunMeter, add_run_options, last_json, machine, make_release,  # noqa: E402
+                        murder_settings)
 from netlab import Network  # noqa: E402
 
 log = logging.getLogger("bench.topology")
@@ -56,24 +57,12 @@ CPU_BUSY_LIMIT = 0.6
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", default="4x4", help="R racks x H hosts per rack (default 4x4)")
-    parser.add_argument("--size-mib", type=int, default=SIZE_MIB, help=f"release size in MiB (default {SIZE_MIB})")
-    parser.add_argument("--link-mbit", type=int, default=LINK_MBIT, help=f"a host's link, Mbit/s (default {LINK_MBIT})")
     parser.add_argument("--uplink-mbit", type=int, default=None, help="a rack's uplink, Mbit/s (default 2 x link)")
     parser.add_argument("--rounds", type=int, default=2, help="deploys per policy, alternating (default 2)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="peer_choice values to run (default both)")
-    parser.add_argument("--results", default=str(HERE / "results" / "topology-latest.json"))
-    parser.add_argument("--plot", default=str(HERE / "results" / "topology-latest.png"), help="PNG path; '' for none")
-    parser.add_argument("--timeout", type=int, default=600, help="deadline of one deploy, seconds")
-    parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="a murder setting (YAML value) for master and minions, e.g. peers_outside_rack=1")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_options(parser, "topology-latest")
     args = parser.parse_args(argv)
-    import yaml
-
-    args.settings = {}
-    for item in args.murder_setting:
-        key, _, value = item.partition("=")
-        args.settings[key] = yaml.safe_load(value)
+    args.settings = murder_settings(args.murder_setting)
     try:
         args.racks, args.hosts_per_rack = (int(n) for n in args.topology.lower().split("x"))
     except ValueError:
@@ -235,11 +224,7 @@ def main(argv=None):
                     log.info("%s: %s", run_id, run)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    results["targets"] = targets(results)
-    results["counts"] = next(t["met"] for t in results["targets"] if t["id"] == "cpu_busy")
-    report.write(results, args.results, plot, args.plot)
-    print(table(results))
-    print(f"results: {args.results}" + (f", plot: {args.plot}" if args.plot else ""))
+    report.finish(results, targets(results), table, plot, args.results, args.plot)
     return 0
 
 

@@ -14,6 +14,10 @@ from murder_core.errors import InvalidInput
 # unpacked into releases/): ".staging-<name>-<random>". Never a finished release.
 STAGING_PREFIX = ".staging-"
 
+# A minion's own records beside an app's releases: <base_dir>/.murder/<release>/ holds the
+# artifact a release came from, <base_dir>/.murder/activated the releases once current.
+STATE_DIR = ".murder"
+
 # The directory under the engine's store fileserver/ that the master's file server
 # serves: salt://murder-published/<app>/<release>.json is what a minion fetches with.
 FILESERVER_PREFIX = "murder-published"

@@ -21,7 +21,7 @@ from murder_core.errors import InvalidInput, MurderError, ReleaseError
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = ".murder"
+CACHE_DIR = config.STATE_DIR
 # In .murder/<release>/: the SHA-256 of the artifact the release was unpacked from.
 CONTENT_RECORD = "sha256"
 
@@ -41,7 +41,7 @@ def forget_artifacts(base_dir):
         return []
     removed = []
     for name in sorted(os.listdir(cache)):
-        if not os.path.isdir(release_dir(base_dir, name)):
+        if os.path.isdir(os.path.join(cache, name)) and not os.path.isdir(release_dir(base_dir, name)):
             shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
             removed.append(name)
     return removed

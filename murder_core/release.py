@@ -38,6 +38,7 @@ Nothing here imports Salt: ``_states/murder.py`` and ``_modules/murder.py``
 are thin layers over :class:`ReleaseTree`; they run the health check through
 ``cmd.run_all`` and read its outcome with :func:`check_failure`.
 """
+import contextlib
 import logging
 import os
 import shutil
@@ -45,12 +46,15 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 
-from murder_core.config import STAGING_PREFIX, check_release_name
+from murder_core.config import STAGING_PREFIX, STATE_DIR, check_release_name
 from murder_core.errors import InvalidInput, ReleaseError
 
 log = logging.getLogger(__name__)
 
 RELEASES = "releases"
+# The releases that were once current here, one per line (what rollback goes back to), in
+# <base_dir>/STATE_DIR beside the minion's cached artifacts.
+ACTIVATED = "activated"
 SHARED = "shared"
 CURRENT = "current"
 # Prefix of a release being removed, inside releases/: ".removing-<release>-<random>".
@@ -195,6 +199,7 @@ class ReleaseTree:
             raise InvalidInput(f"base_dir {base_dir!r} must be a directory below / without '..'")
         self.base_dir = os.path.normpath(base_dir)
         self.releases_dir = os.path.join(self.base_dir, RELEASES)
+        self.activated_record = os.path.join(self.base_dir, STATE_DIR, ACTIVATED)
         self.shared_dir = os.path.join(self.base_dir, SHARED)
         self.current_link = os.path.join(self.base_dir, CURRENT)
 
@@ -257,14 +262,44 @@ class ReleaseTree:
     def previous(self, release=None):
         """Return the rollback target of ``release`` (default: the current one).
 
-        That is the newest finished release older than it, or None.
+        That is the newest finished release older than it that was once
+        current here, or, when none was (a tree from before murder kept the
+        record), the newest one older than it; None when there is none. A
+        release a failed deploy left on disk was never current, and rolling
+        back to it would put hosts on releases that differ.
         """
         if release is None:
             release = self.current()
             if release is None:
                 return None
         older = [name for name in self.releases() if name < release]
-        return older[-1] if older else None
+        activated = self._activated()
+        preferred = [name for name in older if name in activated]
+        return (preferred or older)[-1] if older else None
+
+    def _activated(self):
+        try:
+            with open(self.activated_record, encoding="utf-8") as handle:
+                return set(handle.read().split())
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            raise ReleaseError(f"cannot read {self.activated_record}: {exc.strerror}") from exc
+
+    def _remember_activated(self, release):
+        # Only releases still on disk are kept, so the record stays as small as releases/.
+        names = sorted(name for name in self._activated() if name != release and self.has(name)) + [release]
+        path = self.activated_record
+        partial = f"{path}.{uuid.uuid4().hex[:12]}"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(partial, "w", encoding="utf-8") as handle:
+                handle.write("\n".join(names) + "\n")
+            os.replace(partial, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise ReleaseError(f"cannot record release {release} as activated in {path}: {exc.strerror}") from exc
 
     # Shared entries.
 
@@ -370,6 +405,7 @@ class ReleaseTree:
         if old == release:
             return old, release
         self._switch(release)
+        self._remember_activated(release)
         log.info("%s: current %s -> %s", self.base_dir, old, release)
         return old, release
 

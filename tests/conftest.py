@@ -7,6 +7,7 @@ count: a skipped or deselected one does not; an error in its set-up counts
 as tried and not passed.
 """
 import contextlib
+import os
 import pathlib
 import shutil
 import socket
@@ -69,6 +70,14 @@ def pytest_unconfigure():
     if handler is not None:
         handler.sync_with_handlers(())
         impl.shutdown_temp_handler()
+
+
+def needs_netns(what):
+    """A skip mark for a test that builds network namespaces: ``what`` needs root, ``ip`` and ``tc``."""
+    return pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
+        reason=f"{what} needs root, ip and tc (network namespaces); CI runs as root",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,17 @@ Not a timing test: it keeps the topology bench from rotting. The crossing figure
 one thing a rack cannot avoid, a copy of the release coming in, never against a target.
 """
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.conftest import needs_netns
+
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "topology.py"
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
-    reason="the simulated racks need root, ip and tc (network namespaces); CI runs as root",
-)
+pytestmark = needs_netns("the simulated racks")
 
 
 def test_small_topology_run_completes_and_writes_the_crossing_figures(tmp_path):

@@ -26,6 +26,7 @@ import time
 import psutil
 import pytest
 
+from murder_core.release import ACTIVATED
 from tests.conftest import started_murder_master
 from tests.deploy.conftest import LOOPBACK
 
@@ -138,7 +139,7 @@ def leftovers(app_root, minion, app):
     cache = os.path.join(root, ".murder")
     if os.path.isdir(cache):
         found += [f".murder/{name}" for name in os.listdir(cache)
-                  if not os.path.isdir(os.path.join(releases, name))]
+                  if name != ACTIVATED and not os.path.isdir(os.path.join(releases, name))]
     return sorted(found)
 
 

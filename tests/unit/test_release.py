@@ -1,5 +1,6 @@
 """The release layout: activate, shared links, keep, rollback, and the atomic switch."""
 import os
+import shutil
 import threading
 import time
 
@@ -126,7 +127,8 @@ def test_activate_writes_a_relative_link_and_reports_old_and_new(tree):
     assert os.readlink(tree.current_link) == f"releases/{B}"
     assert os.path.realpath(tree.current_link) == os.path.realpath(tree.release_dir(B))
     # No temporary link is left beside current.
-    assert sorted(os.listdir(tree.base_dir)) == ["current", "releases"]
+    assert sorted(os.listdir(tree.base_dir)) == [".murder", "current", "releases"]
+    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == ["activated"]
 
 
 def test_activating_the_current_release_changes_nothing(tree):
@@ -425,7 +427,8 @@ def test_expired_can_preview_another_current(tree):
     for name in (A, B, C, D):
         make_release(tree, name)
     tree.activate(B)
-    assert tree.expired(2, current=D) == [A, B]
+    # D's rollback target is B, the release current before it; C never was.
+    assert tree.expired(2, current=D) == [A]
     assert tree.expired(2) == []
     assert tree.expired(1) == [C]
     assert tree.releases() == [A, B, C, D]  # previews remove nothing
@@ -482,7 +485,8 @@ def test_current_is_never_missing_nor_half_written_during_switches(tree):
     assert seen["reads"] > 200
     assert len(seen["targets"]) > 1  # the reader really ran during the switches
     assert tree.current() == names[200 % len(names)]
-    assert sorted(os.listdir(tree.base_dir)) == ["current", "releases"]
+    assert sorted(os.listdir(tree.base_dir)) == [".murder", "current", "releases"]
+    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == ["activated"]
 
 
 def test_command_check_runs_in_the_release_and_reports_what_could_not_run(tmp_path):
@@ -502,3 +506,17 @@ def test_command_check_runs_in_the_release_and_reports_what_could_not_run(tmp_pa
         "check_cmd 'probe' could not run: no shell")
     with pytest.raises(LookupError):  # anything else is a bug, not a failed check
         rel.command_check(cannot, "probe", 5)(str(tmp_path))
+
+
+def test_rollback_skips_a_release_that_was_never_current(tree):
+    # A deploy of C failed here after this host had unpacked it; D was deployed after it.
+    for name in (A, B, C, D):
+        make_release(tree, name)
+    for name in (A, B, D):
+        tree.activate(name)
+    assert tree.previous() == B
+    assert tree.rollback() == (D, B)
+    # Only releases on disk stay in the record.
+    shutil.rmtree(tree.release_dir(A))
+    tree.activate(C)
+    assert open(tree.activated_record).read().split() == [B, D, C]

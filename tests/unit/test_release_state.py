@@ -140,8 +140,9 @@ def test_release_removes_old_releases_beyond_keep(states, tree):
     make_release(tree, D)
     ret = states.murder.release(name=tree.base_dir, release=D, keep=2)
     assert ret.result is True
-    assert ret.changes == {"current": {"old": B, "new": D}, "removed": [A, B]}
-    assert tree.releases() == [C, D]
+    # B stays as D's rollback target: it was current before D (C is among the newest two).
+    assert ret.changes == {"current": {"old": B, "new": D}, "removed": [A]}
+    assert tree.releases() == [B, C, D]
 
 
 def test_release_keep_defaults_to_the_minion_config(states, tree):
