@@ -52,9 +52,9 @@ from murder_core.errors import InvalidInput, ReleaseError
 log = logging.getLogger(__name__)
 
 RELEASES = "releases"
-# The releases that were once current here, one per line (what rollback goes back to), in
-# <base_dir>/STATE_DIR beside the minion's cached artifacts.
-ACTIVATED = "activated"
+# The releases current here, oldest first, one per line (what rollback goes back to), in
+# <base_dir>/STATE_DIR beside the minion's cached artifacts; a dot name, which no release can have.
+ACTIVATED = ".activated"
 SHARED = "shared"
 CURRENT = "current"
 # Prefix of a release being removed, inside releases/: ".removing-<release>-<random>".
@@ -260,46 +260,65 @@ class ReleaseTree:
         return name
 
     def previous(self, release=None):
-        """Return the rollback target of ``release`` (default: the current one).
+        """Return the rollback target of ``release`` (default: the current one), or None.
 
-        That is the newest finished release older than it that was once
-        current here, or, when none was (a tree from before murder kept the
-        record), the newest one older than it; None when there is none. A
-        release a failed deploy left on disk was never current, and rolling
-        back to it would put hosts on releases that differ.
+        That is the release that was current here before it and is still on
+        disk: the record of currents (``.murder/.activated``) is a stack,
+        where activating a release already in it drops what came after it,
+        so a release undone by a failed check, a fleet rollback or a
+        rollback is never a target again, and a release a failed deploy
+        left unpacked never was one. For a ``release`` not yet current (a
+        preview), it is the release current now. A tree with no record
+        (activated before murder kept one) falls back to the newest release
+        older by name.
         """
         if release is None:
             release = self.current()
             if release is None:
                 return None
-        older = [name for name in self.releases() if name < release]
-        activated = self._activated()
-        preferred = [name for name in older if name in activated]
-        return (preferred or older)[-1] if older else None
+        history = self._history()
+        if history is None:
+            older = [name for name in self.releases() if name < release]
+            return older[-1] if older else None
+        before = history[:history.index(release)] if release in history else history
+        on_disk = [name for name in before if name != release and self.has(name)]
+        return on_disk[-1] if on_disk else None
 
-    def _activated(self):
+    def _history(self):
+        """The releases once current, oldest first; None when the tree has no record."""
         try:
             with open(self.activated_record, encoding="utf-8") as handle:
-                return set(handle.read().split())
+                return handle.read().split()
         except FileNotFoundError:
-            return set()
+            return None
         except OSError as exc:
             raise ReleaseError(f"cannot read {self.activated_record}: {exc.strerror}") from exc
 
-    def _remember_activated(self, release):
-        # Only releases still on disk are kept, so the record stays as small as releases/.
-        names = sorted(name for name in self._activated() if name != release and self.has(name)) + [release]
+    def _remember_current(self, release):
+        # A release already in the stack becomes its top again (what came after it was undone).
+        history = self._history() or []
+        history = history[:history.index(release)] if release in history else history
+        self._write_history([name for name in history if self.has(name)] + [release])
+
+    def _forget_current(self, release):
+        history = self._history()
+        if history and history[-1] == release:
+            self._write_history(history[:-1])
+
+    def _write_history(self, names):
         path = self.activated_record
         partial = f"{path}.{uuid.uuid4().hex[:12]}"
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(partial, "w", encoding="utf-8") as handle:
-                handle.write("\n".join(names) + "\n")
+                handle.write("".join(f"{name}\n" for name in names))
             os.replace(partial, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
-            raise ReleaseError(f"cannot record release {release} as activated in {path}: {exc.strerror}") from exc
+            # current has switched already: the switch stands, only the rollback target is unknown.
+            log.warning("%s: could not record the releases current here in %s (%s); a rollback "
+                        "then needs release=<id>", self.base_dir, path, exc.strerror)
 
     # Shared entries.
 
@@ -405,7 +424,7 @@ class ReleaseTree:
         if old == release:
             return old, release
         self._switch(release)
-        self._remember_activated(release)
+        self._remember_current(release)
         log.info("%s: current %s -> %s", self.base_dir, old, release)
         return old, release
 
@@ -419,7 +438,8 @@ class ReleaseTree:
         target = to if to is not None else self.previous(old)
         if target is None:
             raise ReleaseError(
-                f"cannot roll back {self.base_dir}: no release before {old} in {self.releases_dir}"
+                f"cannot roll back {self.base_dir}: no release before {old} in {self.releases_dir} "
+                f"was current here and is still on disk; name one with release=<id>"
             )
         return self.activate(target)
 
@@ -436,6 +456,7 @@ class ReleaseTree:
                 os.unlink(self.current_link)
             except OSError as exc:
                 raise ReleaseError(f"cannot remove {self.current_link}: {exc.strerror}") from exc
+            self._forget_current(old)
             log.info("%s: current %s removed", self.base_dir, old)
         return old, None
 

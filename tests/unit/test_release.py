@@ -128,7 +128,7 @@ def test_activate_writes_a_relative_link_and_reports_old_and_new(tree):
     assert os.path.realpath(tree.current_link) == os.path.realpath(tree.release_dir(B))
     # No temporary link is left beside current.
     assert sorted(os.listdir(tree.base_dir)) == [".murder", "current", "releases"]
-    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == ["activated"]
+    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == [".activated"]
 
 
 def test_activating_the_current_release_changes_nothing(tree):
@@ -236,10 +236,11 @@ def test_link_shared_will_not_follow_a_symlink_out_of_the_release(tree, tmp_path
 # Rollback.
 
 
-def test_previous_is_the_newest_release_older_than_current(tree):
+def test_previous_is_the_release_current_before(tree):
     for name in (A, B, C):
         make_release(tree, name)
-    tree.activate(C)
+    for name in (A, B, C):
+        tree.activate(name)
     assert tree.previous() == B
     assert tree.previous(B) == A
     assert tree.previous(A) is None
@@ -248,7 +249,8 @@ def test_previous_is_the_newest_release_older_than_current(tree):
 def test_rollback_goes_to_the_previous_release_then_further(tree):
     for name in (A, B, C):
         make_release(tree, name)
-    tree.activate(C)
+    for name in (A, B, C):
+        tree.activate(name)
     assert tree.rollback() == (C, B)
     assert tree.current() == B
     assert tree.rollback() == (B, A)
@@ -408,6 +410,7 @@ def test_cleanup_keeps_the_newest_and_removes_the_rest(tree):
 def test_cleanup_never_removes_current_nor_its_rollback_target(tree):
     for name in (A, B, C, D, E):
         make_release(tree, name)
+    tree.activate(A)
     tree.activate(B)  # rolled back to an old release
     assert tree.cleanup(1) == [C, D]
     assert tree.releases() == [A, B, E]
@@ -417,7 +420,8 @@ def test_cleanup_never_removes_current_nor_its_rollback_target(tree):
 def test_keep_one_still_keeps_the_rollback_target(tree):
     for name in (A, B, C):
         make_release(tree, name)
-    tree.activate(C)
+    for name in (A, B, C):
+        tree.activate(name)
     assert tree.cleanup(1) == [A]
     assert tree.releases() == [B, C]
     assert tree.rollback() == (C, B)
@@ -426,6 +430,7 @@ def test_keep_one_still_keeps_the_rollback_target(tree):
 def test_expired_can_preview_another_current(tree):
     for name in (A, B, C, D):
         make_release(tree, name)
+    tree.activate(A)
     tree.activate(B)
     # D's rollback target is B, the release current before it; C never was.
     assert tree.expired(2, current=D) == [A]
@@ -486,7 +491,7 @@ def test_current_is_never_missing_nor_half_written_during_switches(tree):
     assert len(seen["targets"]) > 1  # the reader really ran during the switches
     assert tree.current() == names[200 % len(names)]
     assert sorted(os.listdir(tree.base_dir)) == [".murder", "current", "releases"]
-    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == ["activated"]
+    assert os.listdir(os.path.join(tree.base_dir, ".murder")) == [".activated"]
 
 
 def test_command_check_runs_in_the_release_and_reports_what_could_not_run(tmp_path):
@@ -519,4 +524,27 @@ def test_rollback_skips_a_release_that_was_never_current(tree):
     # Only releases on disk stay in the record.
     shutil.rmtree(tree.release_dir(A))
     tree.activate(C)
-    assert open(tree.activated_record).read().split() == [B, D, C]
+    # D was undone by the rollback: the record is a stack of currents.
+    assert open(tree.activated_record).read().split() == [B, C]
+    assert tree.previous() == B
+
+
+def test_a_release_undone_by_a_failed_check_is_never_a_rollback_target(tree):
+    for name in (A, B, C, D):
+        make_release(tree, name)
+    for name in (A, B):
+        tree.activate(name)
+    tree.activate(C)
+    tree.revert(B)  # C failed its health check
+    tree.activate(D)
+    assert tree.previous() == B
+    assert tree.rollback() == (D, B)
+    assert tree.rollback() == (B, A)
+
+
+def test_a_tree_without_a_record_rolls_back_by_name(tree):
+    for name in (A, B, C):
+        make_release(tree, name)
+    tree.activate(C)
+    os.unlink(tree.activated_record)  # activated before murder kept the record
+    assert tree.previous() == B

@@ -290,7 +290,8 @@ def test_a_bad_shared_entry_fails_and_changes_nothing(states, tree):
 def test_rolled_back_goes_to_the_release_before_current(states, tree):
     for name in (A, B, C):
         make_release(tree, name)
-    tree.activate(C)
+    for name in (A, B, C):
+        tree.activate(name)
     ret = states.murder.rolled_back(name=tree.base_dir, test=True)
     assert ret.result is None
     assert ret.changes == {"current": {"old": C, "new": B}}
