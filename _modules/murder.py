@@ -267,8 +267,23 @@ def _swarm_fetch(peer_request, on_progress, stripe_members=()):
         deadline=time.monotonic() + timeout,
         libtorrent=settings["libtorrent"],
         minion=minion, minions=stripe_members,
-        place=location.of_minion(settings, __grains__), location_key=peer_request.location_key,
+        place=_place(settings) if peer_request.location_key else None, location_key=peer_request.location_key,
     )
+
+
+def _place(settings):
+    """This minion's place for the tracker: its ``murder:`` config, else its grains, else None (by address).
+
+    A bad name in the config fails the peer, naming it; a bad grain (an
+    inventory's ``rack`` may be anything) only places the minion by address.
+    """
+    try:
+        return location.of_minion(settings, __grains__)
+    except InvalidInput as exc:
+        configured = location.of_minion(settings, {})  # a bad name in the config raises here, naming it
+        log.warning("%s (a grain): this minion's rack and datacenter come from its config only%s", exc,
+                    "" if configured else "; it is placed by its address")
+        return configured
 
 
 def _linger(member, report):

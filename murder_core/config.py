@@ -69,8 +69,8 @@ DEFAULTS = {
     # always some from outside and the seeder) or "random" (uniform over the
     # swarm). An external tracker (tracker_url) chooses for itself.
     "peer_choice": "rack",
-    # (master) With peer_choice rack: the least peers of other racks of the
-    # same datacenter, and of other datacenters, in each answer (README,
+    # (master) With peer_choice rack: how many peers of other racks of the
+    # same datacenter, and of another datacenter, each answer holds (README,
     # "Racks and datacenters", for the measurement).
     "peers_outside_rack": 1,
     "peers_outside_datacenter": 1,

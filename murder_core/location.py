@@ -3,8 +3,9 @@
 A minion's place comes from its ``murder:`` config (``rack``, ``datacenter``),
 else from its grains of the same names. It travels with the peer's announce
 to our tracker, signed with the swarm's location key: a key the engine makes
-for each swarm and hands to minions only inside the ``PeerRequest``, which
-reaches them through Salt's authenticated, encrypted channel. A claim that
+for each swarm and hands to minions inside the ``PeerRequest``, which
+reaches them through Salt's authenticated, encrypted channel (so any
+accepted minion can learn it, and nothing else can). A claim that
 is missing, or that does not carry a valid signature, is not believed: the
 tracker places that peer by its source address instead (the same /24, or
 /64 for IPv6, is the same rack), which a client cannot choose.
@@ -14,6 +15,7 @@ saw a minion's announce on the wire could repeat its claim. What it would
 gain is peers of that rack, which every minion of the deploy may fetch from
 anyway; the bytes themselves are checked against the torrent's hashes.
 """
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -74,6 +76,7 @@ def of_minion(settings, grains):
     return f"{found['datacenter']}{SEPARATOR}{found['rack']}"
 
 
+@functools.lru_cache(maxsize=65536)
 def network(ip):
     """The /24 (IPv4) or /64 (IPv6) of an address, as text: what a rack is when nothing else says."""
     address = ipaddress.ip_address(ip)

@@ -10,8 +10,8 @@ remove and sample in O(1), so an answer costs the same in a swarm of 10 or
   downloading requester (the seeder among them) and downloading ones first
   for a complete requester, since seeds do not trade with seeds.
 * :func:`pick_near` is the rack policy (``peer_choice: rack``): the peers of
-  the requester's rack, plus at least ``outside_rack`` peers of other racks
-  of its datacenter and ``outside_datacenter`` of other datacenters, plus the
+  the requester's rack, plus up to ``outside_rack`` peers of other racks of
+  its datacenter and ``outside_datacenter`` of another datacenter, plus the
   master's seeders. The outside peers are what keep a rack from starving:
   a rack that starts late, or whose members all lack the same pieces, still
   reaches finished peers elsewhere (Uber's Kraken dropped a policy that told
@@ -21,6 +21,7 @@ remove and sample in O(1), so an answer costs the same in a swarm of 10 or
 import random
 
 from murder_core import location
+
 
 class PeerSet:
     """Peers keyed by address, with O(1) add, remove and uniform random choice.
@@ -119,8 +120,9 @@ class Groups:
     """A swarm's peers: all of them, by rack (``place``) and by datacenter.
 
     Each peer has a ``place`` (``"<datacenter>/<rack>"``, see
-    ``murder_core.location``) and a ``complete`` flag; call :meth:`add` again
-    when its ``complete`` changes and :meth:`discard` before its place does.
+    ``murder_core.location``; None for the master's seeders, which are in
+    no place) and a ``complete`` flag; call :meth:`add` again when its
+    ``complete`` changes and :meth:`discard` before its place does.
     """
 
     __slots__ = ("everyone", "racks", "datacenters")
@@ -132,6 +134,8 @@ class Groups:
 
     def add(self, address, peer):
         self.everyone.add(address, peer)
+        if peer.place is None:  # a seeder: in every answer already, in no place's share
+            return
         rack = self.racks.get(peer.place)
         if rack is None:
             rack = self.racks[peer.place] = Group()
@@ -140,7 +144,7 @@ class Groups:
 
     def discard(self, address, peer):
         self.everyone.discard(address)
-        rack = self.racks.get(peer.place)
+        rack = self.racks.get(peer.place) if peer.place is not None else None
         if rack is None:
             return
         rack.discard(address)
@@ -188,8 +192,8 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
 
     ``groups`` is the swarm's :class:`Groups`; ``seeders`` the addresses of
     the master's seeders, which come first whenever they are in the swarm.
-    Then ``outside_datacenter`` peers of other datacenters, ``outside_rack``
-    of other racks of the requester's datacenter (each spread over as many
+    Then up to ``outside_datacenter`` peers of another datacenter and
+    ``outside_rack`` of other racks of the requester's datacenter (each spread over as many
     places as it can, complete peers first), and the rest of the answer from
     the requester's own rack. The outside peers are drawn with
     ``outside_rng`` (default ``rng``): the tracker seeds it from the

@@ -110,11 +110,12 @@ class TrackerFailure(Exception):
 
 
 class _Peer:
-    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed", "place")
+    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed", "place", "claim")
 
     def __init__(self, peer_id, ip, port, left, expires, place):
         self.peer_id = peer_id
-        self.place = place  # "<datacenter>/<rack>", see murder_core.location
+        self.place = place  # "<datacenter>/<rack>", see murder_core.location; None: a seeder
+        self.claim = None  # (location, location_sig) as last announced: the place is verified once
         self.ip = ip
         self.port = port
         self.left = left
@@ -240,8 +241,8 @@ def check_peer_choice(choice, outside_rack, outside_datacenter):
     for name, value in (("peers_outside_rack", outside_rack), ("peers_outside_datacenter", outside_datacenter)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidInput(f"{name} must be a whole number of peers >= 0, got {value!r}")
-    if choice == "rack" and outside_rack + outside_datacenter < 1:
-        raise InvalidInput("peer_choice rack needs peers_outside_rack + peers_outside_datacenter >= 1: "
+    if choice == "rack" and outside_rack < 1:
+        raise InvalidInput("peer_choice rack needs peers_outside_rack >= 1: "
                            "a rack that only talks to itself can starve")
 
 
@@ -438,7 +439,7 @@ class Tracker:
             if location_key is not None:
                 swarm.location_key = location_key
             if seeders:
-                swarm.seeders = tuple((str(host), int(port)) for host, port in seeders)
+                swarm.seeders = tuple((str(_peer_address(str(host))), int(port)) for host, port in seeders)
             for key in keys:
                 swarm.keys.add(key)
                 self._swarms[key] = swarm
@@ -543,8 +544,8 @@ class Tracker:
                     self._peer_count -= 1
                 chosen = []
             else:
-                place = self._place(swarm, ip, claimed, signature)
                 peer = swarm.peers.get(address)
+                place = self._place(swarm, address, claimed, signature, peer)
                 if peer is None or peer.place != place:
                     counted = peer is not None and peer.counted
                     if peer is None:
@@ -553,6 +554,7 @@ class Tracker:
                     peer.counted = counted
                 else:
                     peer.peer_id, peer.left, peer.expires = peer_id, left, now + self._ttl(interval)
+                peer.claim = (claimed, signature)
                 swarm.add(address, peer)
                 if event == b"completed" and not peer.counted:
                     peer.counted = True
@@ -588,19 +590,27 @@ class Tracker:
                 reply[b"peers"].append(entry)
         return reply
 
-    def _place(self, swarm, ip, claimed, signature):
+    def _place(self, swarm, address, claimed, signature, peer):
+        """Where the peer at ``address`` is: None for a seeder, what it signed, else its network."""
         if self.peer_choice != "rack":
             return ""
+        if address in swarm.seeders:
+            return None
+        if peer is not None and peer.claim == (claimed, signature):
+            return peer.place  # verified at an earlier announce: each costs an HMAC and an ip_network
+        ip = address[0]
         if claimed is not None:
             place = location.verified(swarm.location_key, claimed, signature)
             if place is not None:
                 return place
-            log.info("tracker: %s claims place %r without a valid signature; placing it by address", ip, claimed)
+            if peer is None:  # once per peer, not at every announce
+                log.info("tracker: %s claims place %r without a valid signature; placing it by address",
+                         ip, claimed)
         return location.by_address(ip)
 
     def _choose(self, swarm, peer, address, limit):
         groups = swarm.groups
-        if self.peer_choice != "rack":
+        if self.peer_choice != "rack" or peer.place is None:  # a seeder serves every rack alike
             return peer_choice.pick_peers(groups.everyone.complete, groups.everyone.incomplete, limit,
                                           requester=address, requester_complete=peer.complete)
         return peer_choice.pick_near(groups, peer.place, limit, outside_rack=self.outside_rack,

@@ -52,7 +52,7 @@ def test_own_rack_first_and_a_few_from_other_racks():
 @pytest.mark.parametrize("seed", range(20))
 def test_every_peer_always_gets_outside_peers_and_the_seeder(seed):
     groups, peers = fleet(racks=3, per_rack=5)
-    seeder = FakePeer("seeder", location.by_address("10.0.0.1"), complete=True)
+    seeder = FakePeer("seeder", None, complete=True)  # the tracker puts a seeder in no place
     groups.add(seeder.address, seeder)
     rng = random.Random(seed)
     for me in peers.values():
@@ -63,11 +63,12 @@ def test_every_peer_always_gets_outside_peers_and_the_seeder(seed):
     assert near(groups, peers["dc1-r1-h1"], limit=1, seeders=[seeder.address]) == [seeder]
 
 
-def test_a_late_rack_reaches_finished_peers_outside():
-    finished = {f"dc1-r{r}-h{h}" for r in (0, 1, 2) for h in range(4)}
+@pytest.mark.parametrize("seed", range(10))
+def test_a_late_rack_reaches_finished_peers_outside(seed):
+    finished = {f"dc1-r{r}-h0" for r in (0, 1, 2)}  # one finished peer in each other rack
     groups, peers = fleet(complete=finished)
     for h in range(4):
-        chosen = near(groups, peers[f"dc1-r3-h{h}"])
+        chosen = near(groups, peers[f"dc1-r3-h{h}"], rng=random.Random(seed))
         outside = [p for p in chosen if p.place != "dc1/r3"]
         assert len(outside) == 2 and all(p.complete for p in outside)
 
@@ -104,7 +105,8 @@ def test_groups_follow_completion_and_forget_empty_places():
 def test_peer_choice_settings_are_checked():
     check_peer_choice("rack", 2, 1)
     check_peer_choice("random", 0, 0)
-    for bad in [("nearest", 2, 1), ("rack", -1, 1), ("rack", 2, "1"), ("rack", True, 1), ("rack", 0, 0)]:
+    for bad in [("nearest", 2, 1), ("rack", -1, 1), ("rack", 2, "1"), ("rack", True, 1), ("rack", 0, 0),
+                ("rack", 0, 1)]:
         with pytest.raises(InvalidInput):
             check_peer_choice(*bad)
 
@@ -138,3 +140,16 @@ def test_an_unsigned_peer_is_placed_by_its_network():
     assert location.by_address("fd00::1:2") == "/net:fd00::/64"
     url = location.announce_url("http://t:1/announce", "00" * 32, "ams1/r1")
     assert url.startswith("http://t:1/announce?location=ams1%2Fr1&location_sig=")
+
+
+def test_seeders_are_in_no_place_and_take_no_share():
+    groups, peers = fleet(racks=2, per_rack=2)
+    seeder = FakePeer("seeder", None, complete=True)
+    groups.add(seeder.address, seeder)
+    assert set(groups.racks) == {"dc1/r0", "dc1/r1"} and set(groups.datacenters) == {"dc1"}
+    me = peers["dc1-r0-h0"]
+    chosen = near(groups, me, seeders=[seeder.address], limit=3)
+    # The seeder, then one peer of the other rack and the rack-mate: the answer is full.
+    assert chosen[0] is seeder and len(chosen) == 3
+    groups.discard(seeder.address, seeder)
+    assert len(groups.everyone) == 4

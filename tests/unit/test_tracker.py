@@ -502,7 +502,7 @@ def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_addre
     from murder_core import location
 
     key = location.swarm_key(location.new_secret(), RELEASE.hex() + "00" * 12)
-    tracker = make_tracker(peer_choice="rack", outside_rack=2, outside_datacenter=1)
+    tracker = make_tracker(peer_choice="rack", outside_rack=1, outside_datacenter=1)
     tracker.serve(RELEASE, location_key=key, seeders=[("127.0.0.1", 6000)])
     announce(tracker, 6000, left=0)  # the master's seeder, unsigned: placed by its address
     rack_of = {}
@@ -510,8 +510,10 @@ def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_addre
         port, place = 7000 + index, f"dc1/r{index // 4}"
         rack_of[port] = place
         announce(tracker, port, location=place, location_sig=location.sign(key, place))
-    # A forged claim: a wrong signature, then none at all from another network.
+    # A forged claim (a wrong signature) and an unsigned one: placed by their address. The seeder is
+    # in no place.
     announce(tracker, 7100, location="dc1/r0", location_sig=location.sign(key, "dc1/r1"))
+    announce(tracker, 7101, location="dc1/r0")
     assert tracker.places(RELEASE) == {"dc1/r0": 4, "dc1/r1": 4, "dc1/r2": 4, "dc1/r3": 4,
                                        location.by_address("127.0.0.1"): 2}
     for port, place in rack_of.items():
@@ -519,12 +521,12 @@ def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_addre
         assert 6000 in got
         assert sorted(p for p in got if rack_of.get(p) == place) == sorted(
             p for p in rack_of if rack_of[p] == place and p != port)
-        outside = [p for p in got if p not in (6000, 7100) and rack_of[p] != place]
-        assert len(outside) == 2
+        outside = [p for p in got if p not in (6000, 7100, 7101) and rack_of[p] != place]
+        assert len(outside) == 1  # peers_outside_rack; the other datacenter's share goes to the address rack
         # The same outside peers at the next announce: a peer keeps its connections, so new ones
         # at every announce would add up to the whole swarm.
         again = ports(announce(tracker, port, location=place, location_sig=location.sign(key, place)))
-        assert sorted(p for p in again if p not in (6000, 7100) and rack_of[p] != place) == sorted(outside)
+        assert sorted(p for p in again if p not in (6000, 7100, 7101) and rack_of[p] != place) == sorted(outside)
         assert len(got) <= 3 + 2 + 1 + 1  # rack, other racks, other datacenters (the address rack), seeder
 
 
