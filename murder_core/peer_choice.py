@@ -187,23 +187,23 @@ def _spread(groups, count, requester_complete, rng):
 
 
 def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders=(), requester=None,
-              requester_complete=False, rng=random, outside_rng=None):
+              requester_complete=False, rng=random, outside_seed=None):
     """Up to ``limit`` peers for a requester at ``place``: its rack's, a few from outside, the seeders.
 
     ``groups`` is the swarm's :class:`Groups`; ``seeders`` the addresses of
     the master's seeders, which come first whenever they are in the swarm.
     Then up to ``outside_datacenter`` peers of another datacenter and
-    ``outside_rack`` of other racks of the requester's datacenter (each spread over as many
-    places as it can, complete peers first), and the rest of the answer from
-    the requester's own rack. The outside peers are drawn with
-    ``outside_rng`` (default ``rng``): the tracker seeds it from the
-    requester, so that each announce names the same outside peers while the
-    swarm stays as it is; a peer keeps its connections, and new outside
-    peers at every announce would add up to the whole swarm. A group with too few peers leaves its share
-    unfilled: filling it from elsewhere would undo the policy in a small
-    swarm, where every answer would again be everyone.
+    ``outside_rack`` of other racks of the requester's datacenter (each
+    spread over as many places as it can, complete peers first), and the
+    rest of the answer from the requester's own rack. The outside peers are
+    drawn from a generator seeded with ``outside_seed`` (the tracker's: the
+    requester's address; None: ``rng``), so that each announce names the
+    same outside peers while the swarm stays as it is: a peer keeps its
+    connections, and new outside peers at every announce would add up to
+    the whole swarm. A group with too few peers leaves its share unfilled:
+    filling it from elsewhere would undo the policy in a small swarm, where
+    every answer would again be everyone.
     """
-    outside_rng = outside_rng or rng
     chosen = []
     for address in seeders:
         if len(chosen) >= limit:
@@ -211,22 +211,20 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
         peer = groups.everyone.complete.get(address)
         if peer is not None and address != requester:
             chosen.append(peer)
-    datacenter = location.datacenter(place)
-    # Sorted: a set's order is not the same from one announce to the next.
-    other_datacenters = sorted(name for name in groups.datacenters if name != datacenter)
-    if other_datacenters and outside_datacenter > 0:
-        elsewhere = sorted(groups.datacenters[outside_rng.choice(other_datacenters)])
-        chosen += _spread([groups.racks[other] for other in elsewhere],
-                          min(outside_datacenter, limit - len(chosen)), requester_complete, outside_rng)
-    neighbours = [groups.racks[other] for other in sorted(groups.datacenters.get(datacenter, ())) if other != place]
-    chosen += _spread(neighbours, min(outside_rack, limit - len(chosen)), requester_complete, outside_rng)
     rack = groups.racks.get(place)
+    if len(groups.racks) > (rack is not None):  # some place other than the requester's: its share first
+        outside = rng if outside_seed is None else random.Random(outside_seed)
+        datacenter = location.datacenter(place)
+        # Sorted: a set's order is not the same from one announce to the next.
+        other_datacenters = sorted(name for name in groups.datacenters if name != datacenter)
+        if other_datacenters and outside_datacenter > 0:
+            elsewhere = sorted(groups.datacenters[outside.choice(other_datacenters)])
+            chosen += _spread([groups.racks[other] for other in elsewhere],
+                              min(outside_datacenter, limit - len(chosen)), requester_complete, outside)
+        neighbours = [groups.racks[other] for other in sorted(groups.datacenters.get(datacenter, ()))
+                      if other != place]
+        chosen += _spread(neighbours, min(outside_rack, limit - len(chosen)), requester_complete, outside)
     if rack is not None and len(chosen) < limit:
         chosen += pick_peers(rack.complete, rack.incomplete, limit - len(chosen), requester=requester,
                              requester_complete=requester_complete, rng=rng)
-    seen, unique = set(), []
-    for peer in chosen:  # a seeder is also in its rack's group
-        if id(peer) not in seen:
-            seen.add(id(peer))
-            unique.append(peer)
-    return unique
+    return chosen

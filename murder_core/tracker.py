@@ -616,7 +616,7 @@ class Tracker:
         return peer_choice.pick_near(groups, peer.place, limit, outside_rack=self.outside_rack,
                                      outside_datacenter=self.outside_datacenter, seeders=swarm.seeders,
                                      requester=address, requester_complete=peer.complete,
-                                     outside_rng=random.Random(hash(address)))
+                                     outside_seed=hash(address))
 
     def scrape(self, params):
         """Handle one scrape: counts for the requested served hashes (all served ones if none asked), bytes keys."""
