@@ -176,8 +176,10 @@ def rollback(base_dir=None, release=None, app=None):
         with ``app``, a template (see the module's docs).
 
     release
-        The release to make current. Default: the newest finished release
-        older than the current one; it is an error when there is none.
+        The release to make current. Default: the release that was current
+        here before the current one and is still on disk (a release undone by
+        a failed check or a rollback never is); it is an error when there is
+        none.
 
     app
         The application, to expand ``{app}`` and ``{minion}`` in ``base_dir``.

@@ -23,7 +23,7 @@ import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, lifecycle, pack, request
+    from murder_core import config, fleet, lifecycle, pack, request
     from murder_core.engine import check_settings
     from murder_core.errors import InvalidInput
     from murder_core.store import Store
@@ -384,7 +384,9 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
         Where the app lives on each minion; default: each minion's own
         ``murder: base_dir`` setting, else ``/srv/{app}``.
     release
-        The release to go back to; default: the one before ``current``.
+        The release to go back to; default: on each host, the one current
+        there before ``current``. Hosts that go back to different releases
+        fail the rollback, naming them: give ``release`` to put them on one.
     timeout
         Seconds to wait for the minions' answers (default 60).
 
@@ -428,8 +430,7 @@ def rollback(app=None, tgt=None, tgt_type="glob", base_dir=None, release=None, t
         ret = answer.get("ret")
         ok = answer.get("retcode", 0) == 0 and isinstance(ret, dict)
         minions[minion] = dict(ret, result=True) if ok else {"result": False, "comment": str(ret)}
-    result = all(m["result"] for m in minions.values())
-    return {"app": app, "result": result, "minions": minions, "retcode": 0 if result else 1}
+    return fleet.rollback_outcome(app, minions, named=release)
 
 
 @_reported

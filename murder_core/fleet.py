@@ -220,6 +220,32 @@ class Fleet:
         }
 
 
+def rollback_outcome(app, minions, named=None):
+    """The return of a fleet rollback, from each minion's answer (``result``, ``old``, ``new``).
+
+    Without a ``named`` release every host goes back to the release current
+    there before; if those differ (a host that joined later, a release
+    rolled back on some hosts only) the fleet now runs several releases,
+    which the operator must hear: the rollback fails, naming them, and says
+    how to put every host on one.
+    """
+    result = all(answer["result"] for answer in minions.values())
+    found = {"app": app, "result": result, "minions": minions}
+    if named is None:
+        landed = {}
+        for minion, answer in sorted(minions.items()):
+            if answer["result"]:
+                landed.setdefault(answer.get("new"), []).append(minion)
+        if len(landed) > 1:
+            found["result"] = False
+            found["comment"] = ("the hosts went back to different releases: "
+                                + "; ".join(f"{release} on {names(hosts)}" for release, hosts in
+                                            sorted(landed.items(), key=lambda item: str(item[0])))
+                                + "; put them on one with release=<id>")
+    found["retcode"] = 0 if found["result"] else 1
+    return found
+
+
 def names(minions, limit=5):
     """``m1, m2, m3 and 9997 more``: a line for the console, short whatever the fleet's size."""
     return ", ".join(minions[:limit]) + (f" and {len(minions) - limit} more" if len(minions) > limit else "")

@@ -96,3 +96,19 @@ def test_failing_the_unfinished_leaves_the_finished_alone():
     assert hosts.fail_silent(1000.0, 10) == []
     assert hosts.minions["m2"].state == fleet.DONE
     assert hosts.minions["m3"].comment == "the deploy failed on the master: boom"
+
+
+def test_a_rollback_that_leaves_the_fleet_on_several_releases_fails_and_names_them():
+    from murder_core.fleet import rollback_outcome
+
+    same = {"m1": {"result": True, "old": "r3", "new": "r2"}, "m2": {"result": True, "old": "r3", "new": "r2"}}
+    assert rollback_outcome("app", same) == {"app": "app", "result": True, "minions": same, "retcode": 0}
+    split = {"m1": {"result": True, "old": "r4", "new": "r2"}, "m2": {"result": True, "old": "r4", "new": "r3"},
+             "m3": {"result": False, "comment": "did not answer"}}
+    found = rollback_outcome("app", split)
+    assert found["result"] is False and found["retcode"] == 1
+    assert found["comment"] == ("the hosts went back to different releases: r2 on m1; r3 on m2; "
+                                "put them on one with release=<id>")
+    # A named release is what the operator asked for: only the hosts' own results count.
+    named = {"m1": {"result": True, "old": "r4", "new": "r2"}, "m2": {"result": True, "old": "r2", "new": "r2"}}
+    assert rollback_outcome("app", named, named="r2")["result"] is True
