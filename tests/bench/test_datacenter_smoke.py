@@ -1,4 +1,4 @@
-"""`make bench` in small: every method completes on a 3-host datacenter and the result file is well-formed.
+"""`make bench` in small: every method completes on a 2-host datacenter and the result file is well-formed.
 
 Not a timing test: it only keeps the benchmark from rotting (its figures, the per-host CPU from cgroups, the
 floor and the target verdicts are checked for shape, never for value).
@@ -21,7 +21,7 @@ pytestmark = needs_netns("the simulated datacenter")
 def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     results, picture = tmp_path / "latest.json", tmp_path / "latest.png"
     answer = subprocess.run(
-        [sys.executable, str(BENCH), "--hosts", "3", "--size-mib", "4", "--link-mbit", "200",
+        [sys.executable, str(BENCH), "--hosts", "2", "--size-mib", "4", "--link-mbit", "200",
          "--results", str(results), "--plot", str(picture), "--timeout", "180"],
         capture_output=True, text=True, timeout=600,
     )
@@ -35,7 +35,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     measured = accounting["kind"] is not None  # no writable cgroup hierarchy: figures are null, the reason given
     assert accounting["kind"] in ("cgroup2", "cpuacct") if measured else accounting["reason"]
     runs = {(run["method"], run["hosts"]): run for run in data["runs"]}
-    assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (3,)}
+    assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (2,)}
     for (method, hosts), run in runs.items():
         assert run["seconds"] > 0 and 0 <= run["cpu_busy"] <= 1
         assert (run.get("distribution_seconds") or 0) > 0 if method == "murder" else "distribution_seconds" not in run
@@ -65,7 +65,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert picture.stat().st_size > 1000 and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "murder" in answer.stdout and "bound" in answer.stdout and "floor" in answer.stdout
     assert "distribution at most 1.15x the bound" in answer.stdout
-    assert "steps, murder N=3" in answer.stdout
+    assert "steps, murder N=2" in answer.stdout
 
 
 DEPLOY_STEPS = ("salt_run_start", "publishing", "distributing", "activating", "salt_run_exit")
