@@ -190,10 +190,10 @@ def deploy_steps(summary, meter):
         steps[name] = step
     start_event = started + own.get("publishing", 0.0)
     per_minion = {name: [] for name in MINION_STEPS}
-    for minion, report in summary["minions"].items():
+    for minion, answer in summary["minions"].items():
         mark = start_event
         for name in MINION_STEPS:
-            seconds = (report.get("steps") or {}).get(name)
+            seconds = (answer.get("steps") or {}).get(name)
             if seconds is None:
                 continue
             cpu = None if timeline is None else timeline.between(minion, mark, mark + seconds)

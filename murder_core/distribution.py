@@ -50,14 +50,14 @@ def default_address(interface):
 
 def start_tracker(address, settings):
     """Start our tracker on ``address`` at ``tracker_port``, or the next free port above it."""
-    first = int(settings.get("tracker_port", config.DEFAULTS["tracker_port"]))
+    first = int(config.setting(settings, "tracker_port"))
     last_error = None
     for port in range(first, first + TRACKER_PORT_RETRIES + 1) if first else [0]:
         candidate = Tracker(
             host=address, port=port,
-            interval=int(settings.get("announce_interval", config.DEFAULTS["announce_interval"])),
-            max_peers=int(settings.get("max_peers_per_announce", config.DEFAULTS["max_peers_per_announce"])),
-            max_announce_rate=int(settings.get("max_announce_rate", config.DEFAULTS["max_announce_rate"])),
+            interval=int(config.setting(settings, "announce_interval")),
+            max_peers=int(config.setting(settings, "max_peers_per_announce")),
+            max_announce_rate=int(config.setting(settings, "max_announce_rate")),
             peer_choice=config.setting(settings, "peer_choice"),
             outside_rack=config.setting(settings, "peers_outside_rack"),
             outside_datacenter=config.setting(settings, "peers_outside_datacenter"),

@@ -21,13 +21,12 @@ from murder_core.errors import InvalidInput, MurderError, ReleaseError
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = config.STATE_DIR
 # In .murder/<release>/: the SHA-256 of the artifact the release was unpacked from.
 CONTENT_RECORD = "sha256"
 
 
 def artifact_dir(base_dir, release):
-    return os.path.join(base_dir, CACHE_DIR, release)
+    return os.path.join(base_dir, config.STATE_DIR, release)
 
 
 def release_dir(base_dir, release):
@@ -36,7 +35,7 @@ def release_dir(base_dir, release):
 
 def forget_artifacts(base_dir):
     """Remove cached artifacts whose release is no longer on disk."""
-    cache = os.path.join(base_dir, CACHE_DIR)
+    cache = os.path.join(base_dir, config.STATE_DIR)
     if not os.path.isdir(cache):
         return []
     removed = []

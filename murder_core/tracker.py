@@ -74,7 +74,6 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import random
 import re
 import threading
 import time

@@ -8,8 +8,6 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import needs_netns
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "topology.py"
