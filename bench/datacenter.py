@@ -70,6 +70,9 @@ APP = "bench"
 # 32 pieces to trade and a bound of 22.4 s, and the whole default sweep within about 17 minutes.
 SIZE_MIB = 32
 LINK_MBIT = 12
+# Each run starts on a quiet machine: what the one before left running is not counted in it.
+QUIET_SECONDS = 3.0
+QUIET_DEADLINE = 90
 
 
 def add_run_options(parser, results):
@@ -82,6 +85,9 @@ def add_run_options(parser, results):
     parser.add_argument("--timeout", type=int, default=600, help="deadline of one delivery, seconds")
     parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a murder setting (YAML value) for master and minions, e.g. piece_size=1048576")
+    parser.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS,
+                        help=f"before each run, wait until the machine has been under {report.QUIET_BUSY} busy "
+                             f"for this long (default {QUIET_SECONDS:g}, at most {QUIET_DEADLINE} s)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -253,14 +259,6 @@ def run_fileserver(lab, top, minions, size, timeout, run_id, meter):
 METHODS = {"murder": run_murder, "salt-fileserver": run_fileserver}
 
 
-def cpu_times():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as handle:
-        fields = [int(v) for v in handle.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
 class RunMeter:
     """The wall time and CPU of one timed run: the whole machine's busy share, and each host's CPU seconds.
 
@@ -268,7 +266,7 @@ class RunMeter:
     that they count as the master's CPU.
     """
 
-    def __init__(self, cgroups, run_minions, all_hosts):
+    def __init__(self, cgroups, run_minions, all_hosts, quiet_seconds=QUIET_SECONDS):
         self.cgroups = cgroups
         self.run_minions = list(run_minions)
         self.all_hosts = list(all_hosts)
@@ -277,6 +275,8 @@ class RunMeter:
         # Every host's CPU through the run, to give each step its own (None without cgroups).
         self.timeline = UsageTimeline(cgroups) if cgroups.available else None
         self.wall_started = self.wall_ended = None  # time.time(), to set the steps of a deploy's summary by
+        self.quiet_seconds = quiet_seconds
+        self.quiet = None  # report.wait_quiet before the run
 
     def on_master(self, argv, timeout):
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120,
@@ -286,9 +286,13 @@ class RunMeter:
         return {host: self.cgroups.usage(host) for host in self.all_hosts} if self.cgroups.available else None
 
     def __enter__(self):
+        self.quiet = report.wait_quiet(window=self.quiet_seconds, deadline=QUIET_DEADLINE)
+        if not self.quiet["quiet"]:
+            log.warning("the machine was still %.2f busy after %.0f s: this run starts on a busy machine",
+                        self.quiet["busy"], self.quiet["waited_seconds"])
         if self.timeline is not None:
             self.timeline.start()
-        self._machine, self._hosts, self._started = cpu_times(), self._usage(), time.monotonic()
+        self._machine, self._hosts, self._started = report.machine_jiffies(), self._usage(), time.monotonic()
         self.wall_started = time.time()
         return self
 
@@ -297,9 +301,9 @@ class RunMeter:
         self.wall_ended = time.time()
         if self.timeline is not None:
             self.timeline.stop()
-        (busy, total), hosts = cpu_times(), self._usage()
+        (busy, total), hosts = report.machine_jiffies(), self._usage()
         # Share of all cores busy during the run: near 1.0 means the machine, not the links, set the pace.
-        self.figures = {"seconds": round(seconds, 3),
+        self.figures = {"seconds": round(seconds, 3), "quiet_before": self.quiet,
                         "cpu_busy": round((busy - self._machine[0]) / max(total - self._machine[1], 1), 2),
                         "cpu_seconds_per_host": None, "master_cpu_seconds": None, "hosts_cpu_busy": None}
         if hosts is not None:
@@ -453,6 +457,11 @@ def table(results):
                      f"{'' if hosts_busy is None else f'{hosts_busy:.2f}':>11} "
                      f"{_spread(run['cpu_seconds_per_host'], 2):>15} {'' if master is None else f'{master:.2f}':>13}")
     lines += steps_lines(results)
+    for run in results["runs"]:
+        quiet = run.get("quiet_before")
+        if quiet and not quiet["quiet"]:
+            lines.append(f"  {run['method']} N={run['hosts']} started on a busy machine ({quiet['busy']:.2f} busy "
+                         f"after waiting {quiet['waited_seconds']:g} s)")
     if results.get("salt_run_alone_seconds") is not None:
         lines.append(f"  salt-run alone (murder.published, least of 3): {results['salt_run_alone_seconds']:.2f} s")
     accounting = results["cpu_accounting"]
@@ -524,7 +533,7 @@ def main(argv=None):
                         # Every process of a host's namespace, new ones too, counts as that host's.
                         for host in cgroups.hosts:
                             cgroups.adopt(host, net.pids(host))
-                        meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts)
+                        meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts, args.quiet_seconds)
                         figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id, meter)
                         figures = {**meter.figures, **figures}
                         results["runs"].append({"method": method, "hosts": hosts, **figures})

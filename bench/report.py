@@ -1,6 +1,10 @@
 """What the benchmarks share: how busy the machine was, and writing the results."""
 import json
 import os
+import time
+
+# The machine counts as quiet below this busy share: the bench's 17 idle daemons alone use about 0.06.
+QUIET_BUSY = 0.12
 
 
 def machine_jiffies():
@@ -8,6 +12,31 @@ def machine_jiffies():
     with open("/proc/stat", encoding="ascii") as handle:
         fields = [int(v) for v in handle.readline().split()[1:]]
     return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def wait_quiet(busy_below=QUIET_BUSY, window=3.0, deadline=90.0, step=0.5):
+    """Wait until the machine has been under ``busy_below`` busy for ``window`` seconds, or ``deadline`` passes.
+
+    What a run before left running (a deploy's lingering peers, Salt's job
+    bookkeeping, the kernel freeing a released tmpfs) would otherwise be
+    counted in the next run's CPU. Returns ``{"quiet", "waited_seconds",
+    "busy"}``: whether it got quiet, how long it waited and the busy share of
+    the last ``window``.
+    """
+    started = time.monotonic()
+    samples = [(started, machine_jiffies())]
+    while True:
+        time.sleep(step)
+        now = time.monotonic()
+        samples.append((now, machine_jiffies()))
+        while len(samples) > 2 and samples[1][0] <= now - window:
+            samples.pop(0)
+        (since, (busy0, total0)), (_, (busy1, total1)) = samples[0], samples[-1]
+        busy = (busy1 - busy0) / max(total1 - total0, 1)
+        if now - since >= window - step / 2 and busy < busy_below:
+            return {"quiet": True, "waited_seconds": round(now - started, 1), "busy": round(busy, 3)}
+        if now - started > deadline:
+            return {"quiet": False, "waited_seconds": round(now - started, 1), "busy": round(busy, 3)}
 
 
 def write(results, path, plot=None, plot_path=""):

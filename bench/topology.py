@@ -215,7 +215,7 @@ def main(argv=None):
                         policy = wanted
                     for host in cgroups.hosts:
                         cgroups.adopt(host, net.pids(host))
-                    meter = RunMeter(cgroups, minions, cgroups.hosts)
+                    meter = RunMeter(cgroups, minions, cgroups.hosts, args.quiet_seconds)
                     run_id = f"{policy}-{index}"
                     log.info("deploy %s to %d hosts ...", run_id, len(minions))
                     figures = run_deploy(lab, net, top, minions, size, args.timeout, run_id, meter)

@@ -8,6 +8,7 @@ processes it started. The master is configured with the shipped snippet
 """
 import getpass
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import yaml
 from murder_core.saltext import master_snippet
 
 CONSOLE = "console"  # a daemon's stdout and stderr, in its root directory
+STOP_GRACE_SECONDS = 3.0  # how long stop() waits for the daemons to end on SIGTERM
 
 
 def _daemon_settings(root):
@@ -43,6 +45,14 @@ def _write(directory, name, settings):
 
 def _netns(netns):
     return ["ip", "netns", "exec", netns] if netns else []
+
+
+def _signal_group(process, signum):
+    """Signal the process group ``process`` leads (its own session); only the process if it is gone."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 class Lab:
@@ -86,7 +96,7 @@ class Lab:
         for them with :meth:`wait_for_minions`).
         """
         if self._master is not None:
-            self._end([self._master])
+            self._end([self._master], grace=30)  # its store stays: let it close it
             self._processes.remove(self._master)
         self.murder_master = dict(self.murder_master, **murder_master)
         return self.start_master(netns=self.master_netns)
@@ -112,8 +122,9 @@ class Lab:
         # Salt's daemons print start-up chatter and asyncio shutdown warnings even
         # at "-l quiet"; they go to a file next to the daemon's log, not over the demo.
         with open(root / CONSOLE, "ab") as console:
+            # A session of its own: stop() signals the daemon and every process it forked at once.
             process = subprocess.Popen(_netns(netns) + [str(a) for a in argv], cwd=root,
-                                       stdout=console, stderr=subprocess.STDOUT)
+                                       stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
         self._processes.append(process)
         return process
 
@@ -143,16 +154,21 @@ class Lab:
                            f"(their output: {self.top}/<id>/{CONSOLE} and {self.top}/<id>/log)")
 
     @staticmethod
-    def _end(processes):
+    def _end(processes, grace=STOP_GRACE_SECONDS):
+        # SIGTERM to each daemon's whole group, then SIGKILL to what is left after the grace:
+        # a salt-minion acts on SIGTERM only when its event loop next wakes, 5-9 s later here,
+        # and everything a lab daemon has lives under the lab's own directory.
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for process in processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                pass
+            _signal_group(process, signal.SIGKILL)  # also its children, after the daemon itself is gone
+            process.wait()
 
     def stop(self):
         self._end(self._processes)

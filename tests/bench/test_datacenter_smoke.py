@@ -22,7 +22,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     results, picture = tmp_path / "latest.json", tmp_path / "latest.png"
     answer = subprocess.run(
         [sys.executable, str(BENCH), "--hosts", "2", "--size-mib", "4", "--link-mbit", "200",
-         "--results", str(results), "--plot", str(picture), "--timeout", "180"],
+         "--results", str(results), "--plot", str(picture), "--timeout", "180", "--quiet-seconds", "1"],
         capture_output=True, text=True, timeout=600,
     )
     assert answer.returncode == 0, answer.stdout[-3000:] + answer.stderr[-3000:]
@@ -38,6 +38,9 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert set(runs) == {(m, n) for m in ("murder", "salt-fileserver") for n in (2,)}
     for (method, hosts), run in runs.items():
         assert run["seconds"] > 0 and 0 <= run["cpu_busy"] <= 1
+        # How long the run waited for a quiet machine, and whether it got one.
+        assert isinstance(run["quiet_before"]["quiet"], bool) and run["quiet_before"]["waited_seconds"] >= 0.5
+        assert 0 <= run["quiet_before"]["busy"] <= 1
         assert (run.get("distribution_seconds") or 0) > 0 if method == "murder" else "distribution_seconds" not in run
         if measured:
             # One figure per minion of the run, and the master's apart.

@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 MINIONS = ("murder-m1", "murder-m2", "murder-m3")
 
 LOOPBACK = {"seeder_address": "127.0.0.1", "peer_address": "127.0.0.1", "stall_timeout": 15,
-            "progress_interval": 0.5, "announce_interval": 1, "silence_timeout": 15}
+            "progress_interval": 0.5, "announce_interval": 1, "silence_timeout": 10}
 
 
 @pytest.fixture(scope="package")

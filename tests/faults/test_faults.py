@@ -49,7 +49,7 @@ def test_minion_killed_mid_download_is_named_and_nothing_is_activated(
     assert ret.returncode != 0
     summary = ret.data
     assert summary["result"] is False
-    # Named once silent for silence_timeout (15 s), long before the deadline.
+    # Named once silent for silence_timeout (10 s), long before the deadline.
     assert summary["seconds"] < timeout, "the victim was only named at the deadline"
     assert summary["minions"][victim.id]["state"] == "failed", summary["minions"][victim.id]
     assert f"{victim.id} failed: no word from the minion" in ret.stdout + ret.stderr
@@ -69,9 +69,9 @@ def test_minion_killed_mid_download_is_named_and_nothing_is_activated(
 def test_a_live_but_slow_minion_is_named_at_the_deadline(app, start_minion, salt_run_cli, app_root, tmp_path):
     """It keeps reporting, so only the deadline ends the wait (the silence rule must not fire)."""
     slowpoke = start_minion("fault-slowpoke", settings=SLOW_SETTINGS)
-    # 24 MiB at SLOW_RATE (1 MiB/s) needs 24 s: past silence_timeout (15 s), short of the deadline.
-    timeout = 20
-    ret = deploy(salt_run_cli, make_random_source(tmp_path / "v1", 24 * MiB, 1), app, [slowpoke.id], "r1",
+    # 20 MiB at SLOW_RATE (1 MiB/s) needs 20 s: past silence_timeout (10 s) and the deadline.
+    timeout = 14
+    ret = deploy(salt_run_cli, make_random_source(tmp_path / "v1", 20 * MiB, 1), app, [slowpoke.id], "r1",
                  app_root, timeout=timeout)
     assert ret.returncode != 0
     report = ret.data["minions"][slowpoke.id]
