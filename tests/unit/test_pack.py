@@ -1,8 +1,10 @@
 """Pack and unpack: the tree round-trips exactly, deterministically, and safely."""
+import contextlib
 import io
 import os
 import stat
 import tarfile
+import threading
 
 import pytest
 import zstandard
@@ -51,14 +53,52 @@ def snapshot(root):
     return entries
 
 
-@pytest.fixture(autouse=True, params=["libarchive", "tarfile"])
+@pytest.fixture(autouse=True, params=["libarchive", "libarchive-threaded", "tarfile"])
 def backend(request, monkeypatch):
-    """Every test runs on both paths: libarchive, and tarfile for hosts without it."""
-    if request.param == "libarchive" and not libarchive_io.AVAILABLE:
+    """Every test runs on each path: libarchive, with names relative to the staging directory (the process's
+    only Python thread) or absolute (another thread runs, as in a Salt job with ``multiprocessing: False``),
+    and tarfile for hosts without libarchive. None of them leaves the working directory changed."""
+    if request.param.startswith("libarchive") and not libarchive_io.AVAILABLE:
         pytest.skip(libarchive_io.MISSING)
     if request.param == "tarfile":
         monkeypatch.setattr(libarchive_io, "AVAILABLE", False)
-    return request.param
+    if request.param == "libarchive":
+        # As in a murder.peer job; pytest's process has threads of its plugins.
+        monkeypatch.setattr(libarchive_io, "_alone", lambda: True)
+    cwd = os.getcwd()
+    with other_thread_running(request.param == "libarchive-threaded"):
+        yield request.param
+    assert os.getcwd() == cwd
+
+
+@contextlib.contextmanager
+def other_thread_running(wanted=True):
+    if not wanted:
+        yield
+        return
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        yield
+    finally:
+        release.set()
+        other.join()
+
+
+def test_libarchive_names_members_relative_to_the_staging_directory_only_when_alone(tmp_path, backend):
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    cwd = os.getcwd()
+    with libarchive_io._names_under(str(staging)) as prefix:
+        if backend != "libarchive":  # another Python thread runs
+            assert prefix == os.path.realpath(staging) + "/" and os.getcwd() == cwd
+        else:
+            assert prefix == "" and os.getcwd() == os.path.realpath(staging)
+    assert os.getcwd() == cwd
+    with pytest.raises(RuntimeError), libarchive_io._names_under(str(staging)):
+        raise RuntimeError("a member refused")
+    assert os.getcwd() == cwd
 
 
 @pytest.fixture
