@@ -67,9 +67,13 @@ APP = "bench"
 # The defaults model a datacenter, where every host has cores of its own: here 17 hosts share this machine's,
 # so the links are slow enough that the 16-host murder deploy leaves the machine mostly idle (0.44-0.53 busy of
 # 2 cores at 12 Mbit/s, 0.57-0.58 at 16, 0.60 at 20, 0.73 with 64 MiB at 40; docs/datacenter.md). 32 MiB keeps
-# 32 pieces to trade and a bound of 22.4 s, and the whole default sweep within about 17 minutes.
+# 32 pieces to trade and a bound of 22.4 s, and the whole default sweep within about 17.5 minutes.
 SIZE_MIB = 32
 LINK_MBIT = 12
+# Jumbo frames, as datacenter networks commonly run: at 1500 the kernel's work on the simulated links' packets
+# (veth, bridge, two token buckets a hop), all on these two cores, took 0.4 CPU-s of each minion's 2.3-2.7 in
+# a 16-host deploy (docs/datacenter.md), work a real host's NIC and cores of its own would do.
+MTU = 9000
 # Each run starts on a quiet machine: what the one before left running is not counted in it.
 QUIET_SECONDS = 3.0
 QUIET_DEADLINE = 90
@@ -85,9 +89,12 @@ def add_run_options(parser, results):
     parser.add_argument("--timeout", type=int, default=600, help="deadline of one delivery, seconds")
     parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a murder setting (YAML value) for master and minions, e.g. piece_size=1048576")
+    parser.add_argument("--mtu", type=int, default=MTU,
+                        help=f"MTU of every simulated link (default {MTU}; 9000 for jumbo frames)")
     parser.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS,
-                        help=f"before each run, wait until the machine has been under {report.QUIET_BUSY} busy "
-                             f"for this long (default {QUIET_SECONDS:g}, at most {QUIET_DEADLINE} s)")
+                        help=f"before each run, wait until the machine has been within {report.QUIET_MARGIN} of "
+                             f"its idle busy share for this long (default {QUIET_SECONDS:g}, at most "
+                             f"{QUIET_DEADLINE} s; 0: no wait)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -266,7 +273,7 @@ class RunMeter:
     that they count as the master's CPU.
     """
 
-    def __init__(self, cgroups, run_minions, all_hosts, quiet_seconds=QUIET_SECONDS):
+    def __init__(self, cgroups, run_minions, all_hosts, quiet_seconds=QUIET_SECONDS, quiet_below=1.0):
         self.cgroups = cgroups
         self.run_minions = list(run_minions)
         self.all_hosts = list(all_hosts)
@@ -275,8 +282,8 @@ class RunMeter:
         # Every host's CPU through the run, to give each step its own (None without cgroups).
         self.timeline = UsageTimeline(cgroups) if cgroups.available else None
         self.wall_started = self.wall_ended = None  # time.time(), to set the steps of a deploy's summary by
-        self.quiet_seconds = quiet_seconds
-        self.quiet = None  # report.wait_quiet before the run
+        self.quiet_seconds, self.quiet_below = quiet_seconds, quiet_below
+        self.quiet = None  # what report.wait_quiet found: a run after a busy start is not comparable
 
     def on_master(self, argv, timeout):
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120,
@@ -286,8 +293,8 @@ class RunMeter:
         return {host: self.cgroups.usage(host) for host in self.all_hosts} if self.cgroups.available else None
 
     def __enter__(self):
-        self.quiet = report.wait_quiet(window=self.quiet_seconds, deadline=QUIET_DEADLINE)
-        if not self.quiet["quiet"]:
+        self.quiet = report.wait_quiet(self.quiet_below, window=self.quiet_seconds, deadline=QUIET_DEADLINE)
+        if self.quiet["quiet"] is False:
             log.warning("the machine was still %.2f busy after %.0f s: this run starts on a busy machine",
                         self.quiet["busy"], self.quiet["waited_seconds"])
         if self.timeline is not None:
@@ -498,7 +505,7 @@ def main(argv=None):
 
     size = args.size_mib * 2**20
     minions = [f"m{index:02}" for index in range(1, max(args.hosts) + 1)]
-    results = {"size_bytes": size, "link_mbit": args.link_mbit,
+    results = {"size_bytes": size, "link_mbit": args.link_mbit, "mtu": args.mtu,
                "bound_seconds": size * 8 / (args.link_mbit * 10**6), "machine": machine(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "murder_settings": settings, "runs": []}
@@ -509,7 +516,7 @@ def main(argv=None):
         results["floor"] = measure_floor(top, size)
         results["floor_cpu_seconds_per_gib"] = results["floor"]["cpu_seconds_per_gib"]
         log.info("floor: %s", results["floor"])
-        with Network([MASTER, *minions], args.link_mbit) as net, HostCgroups([MASTER, *minions]) as cgroups:
+        with Network([MASTER, *minions], args.link_mbit, mtu=args.mtu) as net, HostCgroups([MASTER, *minions]) as cgroups:
             results["latency"] = net.latency
             results["cpu_accounting"] = cgroups.describe()
             master_address = net.address(MASTER)
@@ -526,6 +533,7 @@ def main(argv=None):
                 lab.wait_for_minions(timeout=300)
                 log.info("master and %d minions are up", len(minions))
                 results["salt_run_alone_seconds"] = salt_run_alone(lab)
+                results["idle_busy"] = round(report.busy_over(max(args.quiet_seconds, 1.0)), 3)
                 for hosts in args.hosts:
                     for method in args.methods:
                         run_id = f"{method.split('-')[0]}-n{hosts}"
@@ -533,7 +541,8 @@ def main(argv=None):
                         # Every process of a host's namespace, new ones too, counts as that host's.
                         for host in cgroups.hosts:
                             cgroups.adopt(host, net.pids(host))
-                        meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts, args.quiet_seconds)
+                        meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts, args.quiet_seconds,
+                                         results["idle_busy"] + report.QUIET_MARGIN)
                         figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id, meter)
                         figures = {**meter.figures, **figures}
                         results["runs"].append({"method": method, "hosts": hosts, **figures})

@@ -35,7 +35,6 @@ import os
 import pathlib
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -247,40 +246,6 @@ def tail(path, lines=15):
         return f"(no log: {exc})"
 
 
-def descendants(pid):
-    """Every live process below ``pid`` (by /proc's parent links)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def stop(lab, pid_file):
-    """Stop the master, then whatever of its processes outlived it, by PID."""
-    try:
-        with open(pid_file, encoding="ascii") as handle:
-            left = descendants(int(handle.read().strip()))
-    except (OSError, ValueError):
-        left = []  # no pid file: the master never got as far as starting a process of its own
-    lab.stop()
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def measure(peers, workdir, processes=PROCESSES, deadline=DEADLINE):
     """Run one master, one deploy to ``peers`` simulated minions and their events, in ``workdir``; the figures."""
     workdir = pathlib.Path(workdir)
@@ -309,7 +274,7 @@ def measure(peers, workdir, processes=PROCESSES, deadline=DEADLINE):
         ended = seen or time.monotonic()
         cpu_after, (busy_after, total_after) = process_cpu(pid), machine_jiffies()
     finally:
-        stop(lab, master_dir / "daemon.pid")
+        lab.stop()  # the master's whole process group, its engine and workers with it
     dropped = tail(master_dir / "log", lines=None).count(DROPPED)
     busy, total = fired["machine"]
     counts = accounting(final, minions)

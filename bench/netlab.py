@@ -36,7 +36,8 @@ class Network:
     :meth:`uplink_bytes` counts what crossed a rack's uplink.
     """
 
-    def __init__(self, hosts, rate_mbit, delay_ms=0.2, subnet="10.77.0.0/24", racks=None, uplink_mbit=None):
+    def __init__(self, hosts, rate_mbit, delay_ms=0.2, subnet="10.77.0.0/24", racks=None, uplink_mbit=None,
+                 mtu=1500):
         if os.geteuid() != 0:
             raise PermissionError("the simulated datacenter needs root (network namespaces and tc)")
         self.hosts = list(hosts)
@@ -46,6 +47,7 @@ class Network:
             raise ValueError("racks need an uplink rate")
         self.uplink_mbit = uplink_mbit
         self.rate_mbit = rate_mbit
+        self.mtu = int(mtu)
         self.delay_ms = delay_ms
         self.prefix = f"mb{os.getpid() % 100000}"
         network = ipaddress.ip_network(subnet)
@@ -137,7 +139,8 @@ class Network:
             ns = self.rack_switch(rack)
             self._add_bridge(ns)
             inside, outside = f"{self.prefix}u{index}", f"{self.prefix}c{index}"
-            _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+            _run("ip", "link", "add", inside, "mtu", str(self.mtu), "type", "veth", "peer", "name", outside,
+                 "mtu", str(self.mtu))
             _run("ip", "link", "set", inside, "netns", ns)
             _run("ip", "link", "set", outside, "netns", self.switch)
             _run("ip", "-n", ns, "link", "set", inside, "name", "uplink")
@@ -158,7 +161,8 @@ class Network:
             ns = self.netns(host)
             switch = self.rack_switch(self.racks[host]) if host in self.racks else self.switch
             inside, outside = f"{self.prefix}h{index}", f"{self.prefix}s{index}"
-            _run("ip", "link", "add", inside, "type", "veth", "peer", "name", outside)
+            _run("ip", "link", "add", inside, "mtu", str(self.mtu), "type", "veth", "peer", "name", outside,
+                 "mtu", str(self.mtu))
             _run("ip", "link", "set", inside, "netns", ns)
             _run("ip", "link", "set", outside, "netns", switch)
             _run("ip", "-n", ns, "link", "set", inside, "name", "eth0")

@@ -41,8 +41,8 @@ sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in th
 
 import report  # noqa: E402  (bench/ is a directory of scripts, not a package)
 from cgroups import HostCgroups  # noqa: E402
-from datacenter import (APP, MASTER, RunMeter, add_run_options, last_json, machine, make_release,  # noqa: E402
-                        murder_settings)
+from datacenter import (APP, MASTER, RunMeter, add_run_options, last_json,  # noqa: E402
+                        machine, make_release, murder_settings)
 from netlab import Network  # noqa: E402
 
 log = logging.getLogger("bench.topology")
@@ -191,7 +191,8 @@ def main(argv=None):
     order = [args.policies[(i + j) % len(args.policies)] for i in range(args.rounds) for j in range(len(args.policies))]
     try:
         racks = {m: rack_of(m) for m in minions}
-        with Network([MASTER, *minions], args.link_mbit, racks=racks, uplink_mbit=args.uplink_mbit) as net, \
+        with Network([MASTER, *minions], args.link_mbit, racks=racks, uplink_mbit=args.uplink_mbit,
+                     mtu=args.mtu) as net, \
                 HostCgroups([MASTER, *minions]) as cgroups:
             results["latency"] = net.latency
             results["cpu_accounting"] = cgroups.describe()
@@ -206,6 +207,7 @@ def main(argv=None):
                     lab.start_minion(minion, netns=net.netns(minion),
                                      murder={"rack": racks[minion], "datacenter": DATACENTER})
                 lab.wait_for_minions(timeout=300)
+                results["idle_busy"] = round(report.busy_over(max(args.quiet_seconds, 1.0)), 3)
                 policy = order[0]
                 for index, wanted in enumerate(order):
                     if wanted != policy:
@@ -215,7 +217,8 @@ def main(argv=None):
                         policy = wanted
                     for host in cgroups.hosts:
                         cgroups.adopt(host, net.pids(host))
-                    meter = RunMeter(cgroups, minions, cgroups.hosts, args.quiet_seconds)
+                    meter = RunMeter(cgroups, minions, cgroups.hosts, args.quiet_seconds,
+                                     results["idle_busy"] + report.QUIET_MARGIN)
                     run_id = f"{policy}-{index}"
                     log.info("deploy %s to %d hosts ...", run_id, len(minions))
                     figures = run_deploy(lab, net, top, minions, size, args.timeout, run_id, meter)

@@ -48,7 +48,7 @@ def _netns(netns):
 
 
 def _signal_group(process, signum):
-    """Signal the process group ``process`` leads (its own session); only the process if it is gone."""
+    """Signal the process group ``process`` leads (its own session); nothing if no process of it is left."""
     try:
         os.killpg(process.pid, signum)
     except ProcessLookupError:
@@ -171,7 +171,11 @@ class Lab:
             process.wait()
 
     def stop(self):
-        self._end(self._processes)
+        # The minions first: they are killed after the grace anyway. The master, which writes its
+        # store and log as it stops (bench/engine_events.py reads the log after), gets its time.
+        self._end([process for process in self._processes if process is not self._master])
+        if self._master is not None:
+            self._end([self._master], grace=30)
         self._processes = []
         self._master = None
 

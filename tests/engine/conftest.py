@@ -20,7 +20,8 @@ from tests.deploy.conftest import LOOPBACK
 MINIONS = ("eng-1", "eng-2", "eng-3")
 MiB = 1024 * 1024
 UPLOAD_CAP = 2 * MiB
-SETTINGS = dict(LOOPBACK, upload_rate_limit=UPLOAD_CAP)
+# No test here waits for the silence rule: the longer limit spares a slow first job start a false verdict.
+SETTINGS = dict(LOOPBACK, upload_rate_limit=UPLOAD_CAP, silence_timeout=15)
 
 
 @pytest.fixture(scope="package")

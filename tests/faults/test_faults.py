@@ -70,7 +70,7 @@ def test_a_live_but_slow_minion_is_named_at_the_deadline(app, start_minion, salt
     """It keeps reporting, so only the deadline ends the wait (the silence rule must not fire)."""
     slowpoke = start_minion("fault-slowpoke", settings=SLOW_SETTINGS)
     # 20 MiB at SLOW_RATE (1 MiB/s) needs 20 s: past silence_timeout (10 s) and the deadline.
-    timeout = 14
+    timeout = 16
     ret = deploy(salt_run_cli, make_random_source(tmp_path / "v1", 20 * MiB, 1), app, [slowpoke.id], "r1",
                  app_root, timeout=timeout)
     assert ret.returncode != 0

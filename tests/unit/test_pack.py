@@ -55,16 +55,18 @@ def snapshot(root):
 
 @pytest.fixture(autouse=True, params=["libarchive", "libarchive-threaded", "tarfile"])
 def backend(request, monkeypatch):
-    """Every test runs on each path: libarchive, with names relative to the staging directory (the process's
-    only Python thread) or absolute (another thread runs, as in a Salt job with ``multiprocessing: False``),
-    and tarfile for hosts without libarchive. None of them leaves the working directory changed."""
+    """Every test runs on each path: libarchive alone in its process, libarchive beside another thread, tarfile.
+
+    Alone, libarchive names members relative to the staging directory; beside another Python thread (a Salt
+    job with ``multiprocessing: False``) it names them absolutely. None leaves the working directory changed.
+    """
     if request.param.startswith("libarchive") and not libarchive_io.AVAILABLE:
         pytest.skip(libarchive_io.MISSING)
     if request.param == "tarfile":
         monkeypatch.setattr(libarchive_io, "AVAILABLE", False)
-    if request.param == "libarchive":
-        # As in a murder.peer job; pytest's process has threads of its plugins.
-        monkeypatch.setattr(libarchive_io, "_alone", lambda: True)
+    if request.param != "libarchive-threaded":
+        # libarchive: as in a murder.peer job, whatever threads pytest's plugins run.
+        monkeypatch.setattr(libarchive_io, "_alone", lambda: request.param == "libarchive")
     cwd = os.getcwd()
     with other_thread_running(request.param == "libarchive-threaded"):
         yield request.param
