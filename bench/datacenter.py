@@ -67,7 +67,7 @@ APP = "bench"
 # The defaults model a datacenter, where every host has cores of its own: here 17 hosts share this machine's,
 # so the links are slow enough that the 16-host murder deploy leaves the machine mostly idle (0.44-0.53 busy of
 # 2 cores at 12 Mbit/s, 0.57-0.58 at 16, 0.60 at 20, 0.73 with 64 MiB at 40; docs/datacenter.md). 32 MiB keeps
-# 32 pieces to trade and a bound of 22.4 s, and the whole default sweep within about 17.5 minutes.
+# 32 pieces to trade and a bound of 22.4 s, and the whole default sweep within about 17 minutes.
 SIZE_MIB = 32
 LINK_MBIT = 12
 # Jumbo frames, as datacenter networks commonly run: at 1500 the kernel's work on the simulated links' packets
