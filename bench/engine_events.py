@@ -62,6 +62,7 @@ PROCESSES = 2
 DEADLINE = 120.0
 FIRE_SECONDS = 120.0  # firing stops here, whatever is left
 START_SECONDS = 120.0  # the master and its engine up, the deploy distributing
+JOB_EVENT_GRACE = 25.0  # the reactor publishes to 10,000 minions in 13-17 s
 POLL = 0.02  # seconds between two looks at the deploy's record
 # What Salt's event publisher logs when it drops a subscriber that does not keep up (10,000 writes queued).
 DROPPED = "Publisher discarding slow subscriber"
@@ -169,10 +170,12 @@ def request_deploy(opts, store, source, timeout):
                  "timeout": timeout, "request_id": request_id}
     asked = time.monotonic()
     deadline = asked + START_SECONDS
+    distributing_since = None
     with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
         bus.fire_event(arguments, config.TAG_DEPLOY_REQUEST)
         while True:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise RuntimeError(f"the reactor published no murder.peer job within {START_SECONDS:g} s "
                                    f"of the request (record: {_state(store.deploy_by_request(request_id))})")
             event = bus.get_event(wait=1, tag="salt/job/", full=True)
@@ -181,6 +184,14 @@ def request_deploy(opts, store, source, timeout):
             record = store.deploy_by_request(request_id)
             if record and record["state"] in lifecycle.FINAL:
                 raise RuntimeError(f"the engine did not start the deploy: {_state(record)}")
+            if record and record["state"] == lifecycle.DISTRIBUTING:
+                distributing_since = distributing_since or now
+                # Once seen missing from this subscription in a CI run: the job's own event is not
+                # the only proof, and the deploy's silence limit (60 s) would fail every peer first.
+                if now - distributing_since > JOB_EVENT_GRACE:
+                    log.warning("no salt/job/*/new of murder.peer seen %g s into the deploy; firing the "
+                                "peers' events all the same", JOB_EVENT_GRACE)
+                    break
     record = store.deploy_by_request(request_id)
     if record["state"] != lifecycle.DISTRIBUTING:
         raise RuntimeError(f"a murder.peer job went out, but the deploy is {_state(record)}")
