@@ -90,7 +90,7 @@ def add_run_options(parser, results):
     parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a murder setting (YAML value) for master and minions, e.g. piece_size=1048576")
     parser.add_argument("--mtu", type=int, default=MTU,
-                        help=f"MTU of every simulated link (default {MTU}; 9000 for jumbo frames)")
+                        help=f"MTU of every simulated link (default {MTU}, jumbo frames; 1500 for standard Ethernet)")
     parser.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS,
                         help=f"before each run, wait until the machine has been within {report.QUIET_MARGIN} of "
                              f"its idle busy share for this long (default {QUIET_SECONDS:g}, at most "

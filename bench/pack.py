@@ -265,6 +265,8 @@ def measure_many_files(root, files, pause, repeat):
         "murder unpack": lambda: timed(lambda: pack_mod.unpack(artifact, dest), pause),
         "cli unpack": lambda: (settle(pause), os.makedirs(dest),
                                _shell(f"zstd -dc {artifact} | tar -C {dest} -xf -"))[2],
+        # As a minion running jobs as threads unpacks: every member by its absolute path.
+        "absolute unpack": lambda: timed(lambda: _absolute_names(pack_mod.unpack, artifact, dest), pause),
     }
     fallback = {
         "tarfile pack": lambda: timed(lambda: pack_mod.pack(source, artifact + ".tarfile"), pause),
@@ -304,6 +306,16 @@ def measure_many_files(root, files, pause, repeat):
     return row
 
 
+def _absolute_names(function, *args):
+    """Run ``function`` with libarchive naming members absolutely, as beside another Python thread."""
+    alone = libarchive_io._alone
+    libarchive_io._alone = lambda: False
+    try:
+        return function(*args)
+    finally:
+        libarchive_io._alone = alone
+
+
 def print_many_files(row):
     print(f"many-files: {row['files']} files, {row['tree_bytes'] / 1e6:.1f} MB, packed {row['bytes'] / 1e6:.2f} MB; "
           f"median of {row['repeat']} (tarfile of 2), wall s (CPU s); extractor {row['extractor']}; "
@@ -314,6 +326,9 @@ def print_many_files(row):
               f"  tar+zstd {row[f'cli_{step}_seconds']:.2f} ({row[f'cli_{step}_cpu_seconds']:.2f})"
               f"  ratio {row[f'{step}_ratio_to_cli']:.2f} (median of pairs)"
               f"  tarfile fallback {row[f'tarfile_{step}_seconds']:.2f} ({row[f'tarfile_{step}_cpu_seconds']:.2f})")
+    if "absolute_unpack_seconds" in row:
+        print(f"  unpack with absolute names (a minion with multiprocessing: False) "
+              f"{row['absolute_unpack_seconds']:.2f} ({row['absolute_unpack_cpu_seconds']:.2f})")
 
 
 def tree_bytes_of(root):

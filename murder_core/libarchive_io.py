@@ -149,7 +149,7 @@ def _names_under(staging):
     as tar does with openat. Each member's path is walked by the kernel in
     several calls (lstat, open, chmod, utimes), so a name relative to the
     staging directory instead of a deep absolute one took 15 % off the
-    unpack of 20,000 small files (0.94 -> 0.80 s, bench/pack.py's tree).
+    unpack of 20,000 small files (0.96 -> 0.84 s in bench/pack.py --samples many-files).
     The working directory is the process's: it is changed only while no
     other Python thread runs (a Salt job is a process of its own; with
     ``multiprocessing: False`` it is a thread, and the names stay absolute).
