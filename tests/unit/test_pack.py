@@ -132,6 +132,43 @@ def test_same_tree_packs_to_same_bytes(tree, tmp_path):
     assert third.sha256 != first.sha256
 
 
+
+def test_every_member_carries_its_own_mode_mtime_and_size(tmp_path):
+    # The libarchive writer sets a field only when it differs from the member before: members that
+    # share some fields and not others, around a symlink (whose entry is cleared), must all come out whole.
+    source = tmp_path / "src"
+    source.mkdir()
+    layout = [("a", 0o644, 1_600_000_000, b"one"), ("b", 0o644, 1_600_000_000, b"two!"),
+              ("c-link", None, 1_600_000_100, "a"), ("d", 0o644, 1_600_000_100, b"three"),
+              ("e", 0o755, 1_600_000_200, b"three"), ("f-dir", 0o750, 1_600_000_200, None),
+              ("g", 0o600, 1_600_000_000, b"")]
+    for name, mode, mtime, body in layout:
+        path = source / name
+        if mode is None:
+            path.symlink_to(body)
+        elif body is None:
+            path.mkdir()
+        else:
+            path.write_bytes(body)
+        if mode is not None:
+            path.chmod(mode)
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    artifact = pack.pack(str(source), str(tmp_path / "a.tar.zst"))
+    with open(artifact.path, "rb") as handle:
+        raw = zstandard.ZstdDecompressor().stream_reader(handle).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        found = {member.name: member for member in archive.getmembers()}
+    assert sorted(found) == sorted(name for name, *_ in layout)
+    for name, mode, mtime, body in layout:
+        member = found[name]
+        assert member.mtime == mtime, name
+        if mode is None:
+            assert member.issym() and member.linkname == body and member.size == 0, name
+        elif body is None:
+            assert member.isdir() and member.mode == mode and member.size == 0, name
+        else:
+            assert member.isfile() and member.mode == mode and member.size == len(body), name
+
 def test_excludes_are_configurable(tree, tmp_path):
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"), excludes=["*.bin", "conf"])
     pack.unpack(artifact.path, str(tmp_path / "r"))
