@@ -253,8 +253,8 @@ def rolled_back(name, release=None):
             return ret
         if not tree.has(target):
             ret["comment"] = (
-                f"Release {target} is not on disk at {tree.release_dir(target)}; "
-                "nothing was changed"
+                f"Release {target} is not on disk at {tree.release_dir(target)}: fetch it first "
+                "(murder.fetch, or murder.release with fetch: True); nothing was changed"
             )
             return ret
     except MurderError as exc:

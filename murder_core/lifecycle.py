@@ -27,6 +27,10 @@ FAILURES_NAMED = 5
 REASONS_NAMED = 3
 
 
+def _hosts(count):
+    return f"{count} host" if count == 1 else f"{count} hosts"
+
+
 @dataclasses.dataclass
 class Deploy:
     """One deploy of ``request`` (a ``request.DeployRequest``) to ``expected`` minions."""
@@ -184,7 +188,7 @@ class Deploy:
         """After a wave: ``("wave", minions)``, ``("wait", None)``, ``("rollback", {minion: release})`` or None (done)."""
         if self.failures > self.request.max_failures:
             stopped = (f"never switched: the deploy stopped after wave {self.wave_count - len(self.waves)} "
-                       f"({self.failures} hosts failed, max_failures {self.request.max_failures})")
+                       f"({_hosts(self.failures)} failed, max_failures {self.request.max_failures})")
             for wave in self.waves:
                 for minion in wave:
                     self.hosts.minions[minion].comment = stopped
@@ -203,7 +207,7 @@ class Deploy:
 
     def rolled_back(self, returns, targets):
         """Record the fleet rollback's answers (``targets``: minion -> the release it went back to)."""
-        why = f"{self.failures} hosts failed, max_failures {self.request.max_failures}"
+        why = f"{_hosts(self.failures)} failed, max_failures {self.request.max_failures}"
         for minion, previous in targets.items():
             state = self.hosts.minions[minion]
             answer = returns.get(minion) or {}

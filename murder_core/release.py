@@ -346,7 +346,7 @@ class ReleaseTree:
         """Return the ``shared`` entries not yet linked into ``release`` (what link_shared would do)."""
         entries = _check_shared(shared)
         if not self.has(release):
-            raise ReleaseError(f"release {release} is not on disk at {self.release_dir(release)}")
+            raise self._not_on_disk(release)
         missing = []
         for entry in entries:
             self._check_link_parent(release, entry)
@@ -420,13 +420,17 @@ class ReleaseTree:
         check_release_name(release)
         old = self.current()
         if not self.has(release):
-            raise ReleaseError(f"release {release} is not on disk at {self.release_dir(release)}")
+            raise self._not_on_disk(release)
         if old == release:
             return old, release
         self._switch(release)
         self._remember_current(release)
         log.info("%s: current %s -> %s", self.base_dir, old, release)
         return old, release
+
+    def _not_on_disk(self, release):
+        return ReleaseError(f"release {release} is not on disk at {self.release_dir(release)}; "
+                            "murder.fetch (app=, release=) brings a published release here")
 
     def rollback(self, to=None):
         """Make the release before the current one (or ``to``) current; return ``(old, new)``."""
@@ -485,7 +489,7 @@ class ReleaseTree:
             return Activation(release=release, shared_entries=entries, keep=keep, old=old, current=release,
                               shared=list(entries), removed=removed)
         if not self.has(release):
-            raise ReleaseError(f"release {release} is not on disk at {self.release_dir(release)}")
+            raise self._not_on_disk(release)
         return Activation(
             release=release,
             shared_entries=entries,

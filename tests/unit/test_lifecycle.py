@@ -201,7 +201,7 @@ def test_waves_stop_at_a_failure_and_roll_the_switched_hosts_back():
     summary = deploy.finish()
     assert summary["result"] is False
     assert [summary["minions"][m]["rolled_back"] for m in MINIONS] == [True, True, False]
-    assert summary["minions"]["m1"]["comment"].startswith("rolled back to r0")
+    assert summary["minions"]["m1"]["comment"] == "rolled back to r0: 1 host failed, max_failures 0"
     assert "activation failed" in summary["minions"]["m3"]["comment"]
     assert any(line.startswith("wave 3/3 done: 0 activated, 1 failed") for line in deploy.said())
 
@@ -212,7 +212,8 @@ def test_on_failure_stop_leaves_the_switched_hosts_and_names_the_rest():
     deploy.activated(answers(["m1"], failing=["m1"]))
     assert deploy.next_step() is None
     summary = deploy.finish()
-    assert summary["minions"]["m2"]["comment"].startswith("never switched: the deploy stopped after wave 1")
+    assert summary["minions"]["m2"]["comment"] == ("never switched: the deploy stopped after wave 1 "
+                                                   "(1 host failed, max_failures 0)")
     assert not any(m["activated"] for m in summary["minions"].values())
 
 
