@@ -15,11 +15,14 @@ directory is new.
 """
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import stat
 import threading
 from ctypes import c_char_p, c_int, c_void_p
+
+import zstandard
 
 from murder_core import members
 
@@ -85,20 +88,87 @@ def _utf8(text):
     return text.encode("utf-8", "surrogateescape")
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_PIPE_BYTES = 1 << 20
+
+
+class _Unzstd:
+    """A zstd file decompressed by a thread of its own into a pipe, which libarchive reads.
+
+    ``zstd -dc | tar -x`` decompresses on one core and writes files on the
+    other; libarchive's own zstd filter does both on one. python-zstandard
+    releases the GIL while it decompresses, so the thread costs the member
+    loop little. It touches no path, only its two descriptors, so the unpack
+    may still run in the staging directory (:func:`_names_under`).
+    """
+
+    def __init__(self, path):
+        self._source = open(path, "rb")
+        self.fd, self._sink = os.pipe()
+        try:
+            fcntl.fcntl(self._sink, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:  # a smaller pipe only costs more switches
+            pass
+        self.error = None
+        self._thread = threading.Thread(target=self._run, name="murder-unzstd", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(self._source, read_across_frames=True)
+            while True:
+                block = reader.read(_PIPE_BYTES)
+                if not block:
+                    break
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(self._sink, view):]
+        except BrokenPipeError:  # the reader stopped: the archive ended, or a member was refused
+            pass
+        except (zstandard.ZstdError, OSError) as exc:
+            self.error = exc
+        finally:
+            os.close(self._sink)
+            self._source.close()
+
+    def close(self):
+        os.close(self.fd)  # a write blocked on a full pipe now fails with EPIPE, and the thread ends
+        self._thread.join()
+
+
+def _decompress_apart(path):
+    """Whether ``path`` is zstd, which :class:`_Unzstd` decompresses beside libarchive (bench/pack.py turns it off)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == _ZSTD_MAGIC
+
+
 class _Reader:
     """An archive read from a file: tar in any of its dialects, zstd, gzip or no compression."""
 
     def __init__(self, path):
         self.pointer = ffi.read_new()
+        self._unzstd = None
         try:
             ffi.read_support_format_tar(self.pointer)
             ffi.read_support_filter_zstd(self.pointer)
             ffi.read_support_filter_gzip(self.pointer)
             ffi.read_support_filter_none(self.pointer)
-            ffi.read_open_filename_w(self.pointer, path, _CHUNK)
+            if _decompress_apart(path):
+                self._unzstd = _Unzstd(path)
+                ffi.read_open_fd(self.pointer, self._unzstd.fd, _CHUNK)
+            else:
+                ffi.read_open_filename_w(self.pointer, path, _CHUNK)
         except BaseException:
-            ffi.read_free(self.pointer)
+            self.close()
             raise
+
+    def failed(self, code, member=None):
+        """Raise the error behind a failed call: the decompression's, when it failed, else libarchive's."""
+        if self._unzstd is not None and self._unzstd.error is not None:
+            raise zstandard.ZstdError(f"{member + ': ' if member else ''}{self._unzstd.error}")
+        if member is None:
+            _checked(code, self.pointer)
+        _failed(code, self.pointer, member or "the archive")
 
     def members(self, entry):
         """Yield ``(name, kind, target, mode)`` of each member; ``entry`` holds its header."""
@@ -107,7 +177,10 @@ class _Reader:
             code = _next_header(pointer, entry)
             if code == ffi.ARCHIVE_EOF:
                 return
-            _checked(code, pointer)
+            if code == ffi.ARCHIVE_WARN:
+                _checked(code, pointer)
+            elif code < ffi.ARCHIVE_OK:
+                self.failed(code)
             name = _text(_pathname(entry))
             hardlink = _hardlink(entry)
             if hardlink:
@@ -120,7 +193,12 @@ class _Reader:
             yield name, kind, _text(_symlink(entry)) if kind == members.SYMLINK else "", mode & 0o7777
 
     def close(self):
-        ffi.read_free(self.pointer)
+        try:
+            ffi.read_free(self.pointer)
+        finally:
+            if self._unzstd is not None:
+                self._unzstd.close()
+                self._unzstd = None
 
 
 def check(path):
@@ -214,7 +292,7 @@ def _extract_into(path, prefix, on_member):
             if code != ffi.ARCHIVE_OK:
                 # A "warning" here can be a write that failed (a full disk): the member is not all there.
                 # libarchive copies the disk writer's error onto the reader.
-                _failed(code, reader.pointer, relpath)
+                reader.failed(code, relpath)
         code = _write_close(writer)
         if code != ffi.ARCHIVE_OK:
             _failed(code, writer, "setting the modes and times of directories")
