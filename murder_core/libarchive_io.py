@@ -15,9 +15,9 @@ directory is new.
 """
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
+import queue
 import stat
 import threading
 from ctypes import c_char_p, c_int, c_void_p
@@ -89,51 +89,67 @@ def _utf8(text):
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_PIPE_BYTES = 1 << 20
+_BLOCK_BYTES = 1 << 20
 
 
 class _Unzstd:
-    """A zstd file decompressed by a thread of its own into a pipe, which libarchive reads.
+    """A zstd file decompressed by a thread of its own, handed to libarchive block by block.
 
     ``zstd -dc | tar -x`` decompresses on one core and writes files on the
     other; libarchive's own zstd filter does both on one. python-zstandard
     releases the GIL while it decompresses, so the thread costs the member
-    loop little. It touches no path, only its two descriptors, so the unpack
-    may still run in the staging directory (:func:`_names_under`).
+    loop little. libarchive reads each block where the thread left it (its
+    read callback, :meth:`read`): no byte is copied through a pipe. The
+    thread touches no path, so the unpack may still run in the staging
+    directory (:func:`_names_under`).
     """
+
+    _BLOCKS_AHEAD = 4
 
     def __init__(self, path):
         self._source = open(path, "rb")
-        self.fd, self._sink = os.pipe()
-        try:
-            fcntl.fcntl(self._sink, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        except OSError:  # a smaller pipe only costs more switches
-            pass
+        self._blocks = queue.Queue(maxsize=self._BLOCKS_AHEAD)
+        self._stop = threading.Event()
+        self._current = None  # the block libarchive is reading: alive until it asks for the next
         self.error = None
+        self.callback = ffi.READ_CALLBACK(self.read)  # libarchive keeps a pointer: so must we
         self._thread = threading.Thread(target=self._run, name="murder-unzstd", daemon=True)
         self._thread.start()
 
     def _run(self):
         try:
             reader = zstandard.ZstdDecompressor().stream_reader(self._source, read_across_frames=True)
-            while True:
-                block = reader.read(_PIPE_BYTES)
+            while not self._stop.is_set():
+                block = reader.read(_BLOCK_BYTES)
                 if not block:
                     break
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(self._sink, view):]
-        except BrokenPipeError:  # the reader stopped: the archive ended, or a member was refused
-            pass
+                self._blocks.put(block)
         except (zstandard.ZstdError, OSError) as exc:
             self.error = exc
         finally:
-            os.close(self._sink)
             self._source.close()
+            self._blocks.put(None)  # the end, or the failure in ``error``
+
+    def read(self, archive, client_data, buffer):
+        """libarchive's read callback: the next block's address in ``buffer``, its length; 0 at the end, -1 failed."""
+        block = self._blocks.get()
+        if block is None:
+            self._current = None
+            return -1 if self.error is not None else 0
+        pointer = ctypes.c_char_p(block)
+        self._current = (block, pointer)
+        buffer[0] = ctypes.cast(pointer, c_void_p).value
+        return len(block)
 
     def close(self):
-        os.close(self.fd)  # a write blocked on a full pipe now fails with EPIPE, and the thread ends
-        self._thread.join()
+        """Stop the thread: the blocks it waits to hand over are dropped, so its ``put`` returns."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._blocks.get_nowait()
+            self._thread.join(0.05)
+        self._current = None
 
 
 def _decompress_apart(path):
@@ -155,7 +171,7 @@ class _Reader:
             ffi.read_support_filter_none(self.pointer)
             if _decompress_apart(path):
                 self._unzstd = _Unzstd(path)
-                ffi.read_open_fd(self.pointer, self._unzstd.fd, _CHUNK)
+                ffi.read_open(self.pointer, None, ffi.NO_OPEN_CB, self._unzstd.callback, ffi.NO_CLOSE_CB)
             else:
                 ffi.read_open_filename_w(self.pointer, path, _CHUNK)
         except BaseException:

@@ -351,7 +351,7 @@ def test_libarchive_reads_a_zstd_artifact_decompressed_on_a_thread_of_its_own(tr
     if backend == "tarfile":
         pytest.skip("tarfile decompresses in its own loop")
     # First in the archive, and more than the pipe holds: the thread is still writing when the members come.
-    (tree / "aaa-big.bin").write_bytes(os.urandom(4 << 20))
+    (tree / "aaa-big.bin").write_bytes(os.urandom(8 << 20))
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
     seen = []
     pack.unpack(artifact.path, str(tmp_path / "r1"), on_member=lambda: seen.append(len(_unzstd_threads())))
