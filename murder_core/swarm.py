@@ -80,6 +80,7 @@ class _Member:
         self.peers_tried = {}
         # Whether the tracker's last answer to an announce or scrape was an error (or none came).
         self.tracker_failing = False
+        self.tracker_replies = 0  # answers to announces and scrapes: fresh counts in linger
         self._flushed = False
         self._session = profile.make_session(
             listen,
@@ -137,6 +138,7 @@ class _Member:
                 self._tried(alert.endpoint, f"{alert.error.message()} ({lt.operation_name(alert.op)})")
             elif isinstance(alert, (lt.tracker_reply_alert, lt.scrape_reply_alert)):
                 self.tracker_failing = False
+                self.tracker_replies += 1
             elif isinstance(alert, (lt.tracker_error_alert, lt.scrape_failed_alert)):
                 # Only a failure with a cause counts (a refused connection, the
                 # tracker's own refusal); libtorrent also reports dropped scrapes.
@@ -330,6 +332,10 @@ class Peer(_Member):
         """
         linger = policy.LingerPolicy(float(limit), time.monotonic())
         next_scrape = 0.0
+        # The swarm's counts in the status are those of the tracker's last answer, which may predate
+        # peers that joined while this one downloaded: believe them only once the tracker answered again.
+        self._drain_alerts()
+        replies = self.tracker_replies
         while True:
             now = time.monotonic()
             if now >= next_scrape:
@@ -337,8 +343,9 @@ class Peer(_Member):
                 next_scrape = now + 1.0
             self._drain_alerts(int(TICK_SECONDS * 1000))
             status = self.status()
+            fresh = self.tracker_replies > replies
             downloading = sum(1 for peer in self._handle.get_peer_info() if not peer.flags & lt.peer_info.seed)
-            why = linger.why_stop(status.num_complete, status.num_incomplete, time.monotonic(),
-                                  tracker_gone=self.tracker_failing, peers_downloading=downloading)
+            why = linger.why_stop(status.num_complete if fresh else -1, status.num_incomplete if fresh else -1,
+                                  time.monotonic(), tracker_gone=self.tracker_failing, peers_downloading=downloading)
             if why:
                 return why
