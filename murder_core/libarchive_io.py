@@ -301,7 +301,8 @@ def _extract_into(path, prefix, on_member):
             if (prefix or relpath != name) and not _update_pathname(entry, _utf8(prefix + relpath)):
                 _failed(ffi.ARCHIVE_FATAL, writer, relpath)
             if kind == members.HARDLINK:
-                _checked(_update_hardlink(entry, _utf8(prefix + members.canonical(target))), writer)
+                if not _update_hardlink(entry, _utf8(prefix + members.canonical(target))):
+                    _failed(ffi.ARCHIVE_FATAL, writer, relpath)
             elif kept != mode and kind != members.SYMLINK:
                 _set_perm(entry, kept)
             code = _extract2(reader.pointer, entry, writer)
@@ -391,7 +392,8 @@ class Writer:
 
     def symlink(self, name, target, mtime):
         entry = self._header(name, stat.S_IFLNK | 0o777, mtime, 0)
-        _checked(_update_symlink(entry, _utf8(target)), self.pointer, name)
+        if not _update_symlink(entry, _utf8(target)):  # 1 when set, 0 when not: no archive status
+            _failed(ffi.ARCHIVE_FATAL, self.pointer, name)
         self._write(name, entry)
         # Only a link's target would linger into the next member: clear it all and set every field again.
         _clear(entry)
