@@ -183,8 +183,9 @@ class _Reader:
         if self._unzstd is not None and self._unzstd.error is not None:
             raise zstandard.ZstdError(f"{member + ': ' if member else ''}{self._unzstd.error}")
         if member is None:
-            _checked(code, self.pointer)
-        _failed(code, self.pointer, member or "the archive")
+            _checked(code, self.pointer)  # raises: called for an error, never for a warning
+            return
+        _failed(code, self.pointer, member)
 
     def members(self, entry):
         """Yield ``(name, kind, target, mode)`` of each member; ``entry`` holds its header."""
