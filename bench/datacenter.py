@@ -89,6 +89,9 @@ def add_run_options(parser, results):
     parser.add_argument("--timeout", type=int, default=600, help="deadline of one delivery, seconds")
     parser.add_argument("--murder-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a murder setting (YAML value) for master and minions, e.g. piece_size=1048576")
+    parser.add_argument("--master-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a murder setting for the master alone (after --murder-setting), e.g. "
+                             "'libtorrent={unchoke_slots_limit: 1}' for the seeder")
     parser.add_argument("--mtu", type=int, default=MTU,
                         help=f"MTU of every simulated link (default {MTU}, jumbo frames; 1500 for standard Ethernet)")
     parser.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS,
@@ -498,6 +501,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s")
     settings = murder_settings(args.murder_setting)
+    master_settings = {**settings, **murder_settings(args.master_setting)}
     if os.geteuid() != 0:
         print("make bench needs root: it creates network namespaces and shapes links with tc", file=sys.stderr)
         return 2
@@ -508,7 +512,7 @@ def main(argv=None):
     results = {"size_bytes": size, "link_mbit": args.link_mbit, "mtu": args.mtu,
                "bound_seconds": size * 8 / (args.link_mbit * 10**6), "machine": machine(),
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "murder_settings": settings, "runs": []}
+               "murder_settings": settings, "master_settings": master_settings, "runs": []}
     top = pathlib.Path(tempfile.mkdtemp(prefix="murder-bench-"))
     # A kill ends the run like Ctrl-C does, so the namespaces, cgroups and daemons are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -521,7 +525,7 @@ def main(argv=None):
             results["cpu_accounting"] = cgroups.describe()
             master_address = net.address(MASTER)
             lab = Lab(top / "salt", master_address=master_address, publish_port=4505, ret_port=4506,
-                      murder_master={"seeder_address": master_address, "announce_interval": 1, **settings},
+                      murder_master={"seeder_address": master_address, "announce_interval": 1, **master_settings},
                       murder_minion={"stall_timeout": 60, "linger": 10, "progress_interval": 2, **settings})
             # Salt's file server, the method murder is compared with, serves the same artifact.
             lab.snippet["file_roots"]["base"].append(str(top / "fileroot"))
