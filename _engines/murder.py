@@ -18,13 +18,14 @@ under ``engines:``).
 """
 import logging
 import os
+import signal
 
 import salt.client
 import salt.utils.event
 import salt.utils.minions
 
 try:
-    from murder_core import config, distribution, engine as engine_core, metrics
+    from murder_core import config, distribution, engine as engine_core, metrics, store as store_mod
     from murder_core.errors import InvalidInput
 
     HAS_CORE, CORE_ERROR = True, ""
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 __virtualname__ = "murder"
 # Seconds a busy minion gets to say its activation job is still running.
 GATHER_JOB_TIMEOUT = 30
-PID_FILE = "engine.pid"
 
 
 def __virtual__():
@@ -114,17 +114,47 @@ def start(**engine_config):
             log.critical("the murder engine cannot start: %s; fix `murder:` in the master config and "
                          "restart salt-master", exc)
             raise
+        # Salt ends an engine on SIGTERM with os._exit, which skips the ``finally`` below: the seeders
+        # would not say "stopped" to an external tracker and the pid file would outlive the engine.
+        signal.signal(signal.SIGTERM, _exit)
         exporter = metrics.serve(engine, address, int(found["metrics_port"])) if found["metrics_port"] else None
-        pid_file = os.path.join(engine.store.root, PID_FILE)
-        with open(pid_file, "w", encoding="ascii") as handle:
+        pid_file = os.path.join(engine.store.root, store_mod.ENGINE_PID)
+        # Written whole and renamed into place: salt-run never reads a half-written pid.
+        with open(f"{pid_file}.{os.getpid()}", "w", encoding="ascii") as handle:
             handle.write(str(os.getpid()))
+        os.replace(f"{pid_file}.{os.getpid()}", pid_file)
+        stopped = False
         try:
             while _running():
                 event = bus.get_event(wait=0.2, full=True)
                 if event:
                     engine.handle(event.get("tag", ""), event.get("data"))
                 engine.tick()
+        except _Stopped:
+            stopped = True
         finally:
             if exporter is not None:
                 exporter.shutdown()
             engine.stop()
+            _forget_pid(pid_file)
+    if stopped:
+        # As Salt's own handler ends: a deploy's thread still running must not hold the exit up.
+        os._exit(0)
+
+
+class _Stopped(BaseException):
+    """SIGTERM from Salt's process manager: the master is stopping."""
+
+
+def _exit(signum, frame):
+    raise _Stopped()
+
+
+def _forget_pid(pid_file):
+    """Remove the pid file if it is still this process's: a stale one could name a process that reused the pid."""
+    try:
+        with open(pid_file, encoding="ascii") as handle:
+            if handle.read().strip() == str(os.getpid()):
+                os.unlink(pid_file)
+    except OSError:
+        pass

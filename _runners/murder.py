@@ -26,7 +26,7 @@ try:
     from murder_core import config, fleet, lifecycle, pack, request
     from murder_core.engine import check_settings
     from murder_core.errors import InvalidInput
-    from murder_core.store import Store
+    from murder_core.store import ENGINE_PID, Store
 
     HAS_CORE, CORE_ERROR = True, ""
 except ImportError as exc:  # the package is not installed in Salt's Python
@@ -128,7 +128,7 @@ def _check_source(source, settings):
 
 def _engine_running(store):
     try:
-        with open(os.path.join(store.root, "engine.pid"), encoding="ascii") as handle:
+        with open(os.path.join(store.root, ENGINE_PID), encoding="ascii") as handle:
             os.kill(int(handle.read().strip()), 0)
     except (OSError, ValueError):
         return False

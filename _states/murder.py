@@ -5,13 +5,15 @@ rollback target) lives in :mod:`murder_core.release`; these functions check
 the arguments, ask the core what would change, and turn its answers and
 errors into state returns.
 
-``murder.release`` activates a release that is already on disk under
-``<base_dir>/releases/<release>``. Fetching it through the swarm inside a
-highstate is a later step: today the release is deployed to the minions first
-(the swarm, or any copy into the staging convention of
-:func:`murder_core.release.staging_dir`), then the state makes it current.
+``murder.release`` makes a release current under a base directory: one
+already on disk under ``<base_dir>/releases/<release>``, or, with
+``fetch: True``, one the master published, fetched through the swarm first.
+A state's name is either that base directory (an absolute path) or the app,
+whose base directory is then the minion's ``murder: base_dir``, as a
+``salt-run murder.deploy`` without ``base_dir`` uses it.
 """
 import logging
+import os
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -67,6 +69,24 @@ def mod_run_check_cmd(check_cmd, cwd, check_timeout=None):
     return _check(check_cmd, check_timeout)(cwd)
 
 
+def _tree(name, app):
+    """The release tree a state's ``name`` means: a base directory, or an app under ``murder: base_dir``."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("the state's name must be a base directory (an absolute path) or an app name")
+    if os.path.isabs(name):
+        return ReleaseTree(config.expand_base_dir(name, app, __opts__["id"]) if app else name), app
+    try:
+        config.check_app_name(name)
+    except InvalidInput:
+        raise InvalidInput(f"the state's name {name!r} is neither a base directory (an absolute path) "
+                           "nor an app name (letters, digits, '.', '_', '-')") from None
+    if app is not None and app != name:
+        raise InvalidInput(f"the state's name {name!r} is an app, and app is {app!r}: give one of them, "
+                           "or make the name the base directory (an absolute path)")
+    template = config.option("base_dir", None, __opts__)
+    return ReleaseTree(config.expand_base_dir(template, name, __opts__["id"])), name
+
+
 def _check(check_cmd, check_timeout):
     return command_check(__salt__["cmd.run_all"], check_cmd, check_timeout, errors=(CommandExecutionError,))
 
@@ -101,16 +121,17 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
 
     .. code-block:: yaml
 
-        /srv/{app}:
+        myapp:
           murder.release:
-            - app: myapp
             - release: {{ pillar['myapp']['release'] | yaml_encode }}
             - fetch: True
 
     name
-        The base directory (absolute): ``releases/``, ``shared/`` and the
-        ``current`` symlink live under it. With ``app``, ``{app}`` and
-        ``{minion}`` in it are expanded.
+        The base directory (an absolute path): ``releases/``, ``shared/``
+        and the ``current`` symlink live under it; with ``app``, ``{app}``
+        and ``{minion}`` in it are expanded. Or the app: then the base
+        directory is this minion's ``murder: base_dir`` for it (default
+        ``/srv/{app}``), the one a deploy without ``base_dir`` uses.
 
     release
         The release id, a directory under ``releases/``. Without ``fetch``
@@ -121,7 +142,8 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
         must be published on the master. Needs ``app``.
 
     app
-        The application, for ``fetch`` and the placeholders in ``name``.
+        The application, for ``fetch`` and the placeholders in ``name``;
+        when ``name`` is the app, the same name or nothing.
 
     keep
         How many finished releases to keep (current included); older ones are
@@ -153,9 +175,9 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     release = config.release_name(release)
     try:
         config.check_command(check_cmd)
+        tree, app = _tree(name, app)
         if fetch and not app:
             raise InvalidInput("fetch: True needs app (the application the release was published for)")
-        tree = ReleaseTree(config.expand_base_dir(name, app, __opts__["id"]) if app else name)
         keep = config.option("keep", keep, __opts__)
         tree.current()  # a current that is not a symlink to a release fails first
         wanted = None
@@ -208,7 +230,7 @@ def release(name, release, keep=None, shared=None, check_cmd=None, check_timeout
     return ret
 
 
-def rolled_back(name, release=None):
+def rolled_back(name, release=None, app=None):
     """Make the release before the current one (or ``release``) current under ``name``.
 
     .. code-block:: yaml
@@ -222,7 +244,10 @@ def rolled_back(name, release=None):
     the state reports no changes once that release is current.
 
     name
-        The base directory (absolute), as for ``murder.release``.
+        The base directory or the app, as for ``murder.release``.
+
+    app
+        The application, to expand ``{app}`` and ``{minion}`` in ``name``.
 
     release
         The release to make current. Default: the newest finished release
@@ -233,12 +258,12 @@ def rolled_back(name, release=None):
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     release = config.release_name(release)
     try:
-        tree = ReleaseTree(name)
+        tree, app = _tree(name, app)
         if release is not None:
             tree.release_dir(release)  # checks the name
         old = tree.current()
         if old is None:
-            ret["comment"] = f"No release is current in {name}: nothing to roll back"
+            ret["comment"] = f"No release is current in {tree.base_dir}: nothing to roll back"
             return ret
         target = release if release is not None else tree.previous(old)
         if target is None:
@@ -249,7 +274,7 @@ def rolled_back(name, release=None):
             return ret
         if target == old:
             ret["result"] = True
-            ret["comment"] = f"Release {old} is already current in {name}"
+            ret["comment"] = f"Release {old} is already current in {tree.base_dir}"
             return ret
         if not tree.has(target):
             ret["comment"] = (
@@ -263,7 +288,7 @@ def rolled_back(name, release=None):
     ret["changes"] = {"current": {"old": old, "new": target}}
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"{name} would be rolled back from {old} to {target}"
+        ret["comment"] = f"{tree.base_dir} would be rolled back from {old} to {target}"
         return ret
     try:
         tree.activate(target)
@@ -271,5 +296,5 @@ def rolled_back(name, release=None):
         ret["changes"] = {}
         return _failed(ret, exc)
     ret["result"] = True
-    ret["comment"] = f"Rolled back {name} from {old} to {target}"
+    ret["comment"] = f"Rolled back {tree.base_dir} from {old} to {target}"
     return ret

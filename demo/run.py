@@ -42,11 +42,11 @@ def sample_app(path, version):
     return path
 
 
-# The highstate of the demo: keep /…/fleet/<minion>/hello on the release pillar names, fetched through the swarm.
+# The highstate of the demo: keep the app hello on the release pillar names, fetched through the swarm,
+# in each minion's murder: base_dir (/…/fleet/<minion>/hello), where the deploy put it too.
 RELEASE_SLS = """\
-{{ pillar['hello']['base_dir'] }}:
+hello:
   murder.release:
-    - app: hello
     - release: {{ pillar['hello']['release'] | yaml_encode }}
     - fetch: True
 """
@@ -62,14 +62,14 @@ def show_current(top):
         print(f"{minion_id}: current -> {target}   bin/hello says: {said}", flush=True)
 
 
-def state_tree(top, base_dir, release):
+def state_tree(top, release):
     """A state tree and pillar for the highstate; returns (file_roots entry, pillar_roots entry)."""
     states, pillar = top / "states", top / "pillar"
     for directory in (states, pillar):
         directory.mkdir(parents=True)
         (directory / "top.sls").write_text("base:\n  'demo-*':\n    - hello\n")
     (states / "hello.sls").write_text(RELEASE_SLS)
-    (pillar / "hello.sls").write_text(f"hello:\n  base_dir: {base_dir!r}\n  release: {release!r}\n")
+    (pillar / "hello.sls").write_text(f"hello:\n  release: {release!r}\n")
     return str(states), str(pillar)
 
 
@@ -80,9 +80,9 @@ def main():
 
     top = pathlib.Path(tempfile.mkdtemp(prefix="murder-demo-"))
     base_dir = str(top / "fleet" / "{minion}" / "{app}")
-    states, pillar = state_tree(top, base_dir, "v2")
+    states, pillar = state_tree(top, "v2")
     lab = Lab(top, master_address="127.0.0.1", publish_port=free_port(), ret_port=free_port(),
-              murder_master=dict(LOOPBACK, tracker_port=free_port()), murder_minion=LOOPBACK,
+              murder_master=dict(LOOPBACK, tracker_port=free_port()), murder_minion=dict(LOOPBACK, base_dir=base_dir),
               master_extra={"pillar_roots": {"base": [pillar]}})
     lab.snippet["file_roots"]["base"].append(states)
     failed = 0
@@ -97,8 +97,7 @@ def main():
             source = sample_app(top / "build" / "hello-v1", "v1")
             print(f"== 1. salt-run murder.deploy source={source} app=hello release=v1 tgt='demo-*'", flush=True)
             failed |= subprocess.run(lab.command("salt-run", "murder.deploy", f"source={source}", "app=hello",
-                                                 "release=v1", "tgt=demo-*", f"base_dir={base_dir}",
-                                                 "timeout=120")).returncode
+                                                 "release=v1", "tgt=demo-*", "timeout=120")).returncode
             show_current(top)
 
             source = sample_app(top / "build" / "hello-v2", "v2")

@@ -35,6 +35,8 @@ from murder_core.request import PeerRequest
 log = logging.getLogger(__name__)
 
 RECORD = "release.json"
+# The running engine's process id: salt-run checks it to fail at once when no engine runs.
+ENGINE_PID = "engine.pid"
 FILESERVER_PREFIX = config.FILESERVER_PREFIX
 
 

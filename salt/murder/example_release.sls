@@ -1,9 +1,10 @@
-{#- An example: keep /srv/myapp on the release named in pillar (murder:myapp:release).
-    The release must already be on disk (deployed with salt-run murder.deploy). -#}
-/srv/myapp:
+{#- An example (the README's): keep the app myapp on the release pillar names (myapp:release),
+    fetched through the swarm when it is not on disk yet, under each minion's murder: base_dir. -#}
+myapp:
   murder.release:
-    - release: {{ pillar['murder']['myapp']['release'] | json }}
+    - release: {{ pillar['myapp']['release'] | yaml_encode }}
+    - fetch: True
     - keep: 5
     - shared: [log, tmp]
-    - check_cmd: 'test -x /srv/myapp/current/bin/app'
+    - check_cmd: ./bin/healthcheck   # the app's own check, run in the release directory
     - check_timeout: 30

@@ -220,6 +220,26 @@ def test_a_deploy_goes_on_in_the_engine_when_salt_run_is_interrupted(salt_master
     assert os.listdir(store_dir / "work") == []
 
 
+def test_an_engine_ended_by_sigterm_stops_its_tracker_and_seeders_first(salt_master, store_dir, salt_run_cli):
+    """Salt's own SIGTERM handler leaves with os._exit; the engine's stops the tracker and seeders first."""
+    pid = int((store_dir / "engine.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+
+    def restarted():
+        try:
+            now = int((store_dir / "engine.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return now if now != pid and os.path.exists(f"/proc/{now}") else None
+
+    wait_until(restarted, 60, "Salt did not start the engine again")
+    with open(salt_master.config["log_file"], encoding="utf-8", errors="replace") as handle:
+        said = [line for line in handle if f"({pid})] " in line]
+    assert any("tracker on" in line and line.rstrip().endswith("stopped") for line in said), said[-5:]
+    ret = salt_run_cli.run("murder.published")
+    assert ret.returncode == 0, ret.stdout
+
+
 @pytest.mark.fault
 def test_an_engine_killed_mid_deploy_is_restarted_and_fails_that_deploy(salt_master, salt_run_cli, salt_cli,
                                                                         fleet_root, store_dir, event_listener,

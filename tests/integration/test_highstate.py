@@ -1,5 +1,6 @@
 """murder.release in a highstate, with the release id from pillar, on a real master and minion."""
 import os
+import pathlib
 
 import pytest
 from saltfactories.utils.tempfiles import temp_file
@@ -7,6 +8,7 @@ from saltfactories.utils.tempfiles import temp_file
 from murder_core import release as rel
 
 OLD, NEW = "20261125T093000Z", "20261126T101500Z"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 RELEASE_SLS = """
 {%- set app = pillar['murder_highstate'] %}
@@ -77,3 +79,27 @@ def test_highstate_switches_the_release_when_pillar_changes(
         assert third["changes"] == {}
         assert "already current" in third["comment"]
         assert tree.releases() == [OLD, NEW]
+
+
+def test_the_shipped_example_runs_as_the_readme_says(salt_cli, start_salt_minion, state_tree, pillar_tree, tmp_path):
+    """salt/murder/example_release.sls, with the pillar the README gives, on a minion with its own base_dir."""
+    minion = start_salt_minion(overrides={"murder": {"base_dir": str(tmp_path / "{minion}" / "{app}")}})
+    tree = rel.ReleaseTree(tmp_path / minion.id / "myapp")
+    for name in (OLD, NEW):
+        make_release(tree, name)
+        check = os.path.join(tree.release_dir(name), "bin", "healthcheck")
+        os.makedirs(os.path.dirname(check))
+        with open(check, "w", encoding="utf-8") as handle:
+            handle.write("#!/bin/sh\ntest -f COMPLETE\n")
+        os.chmod(check, 0o755)
+    example = (REPO_ROOT / "salt" / "murder" / "example_release.sls").read_text()
+    with temp_file("top.sls", top(minion.id, "myapp"), state_tree), temp_file("myapp.sls", example, state_tree), \
+            temp_file("top.sls", top(minion.id, "myapp"), pillar_tree), \
+            temp_file("myapp.sls", f"myapp:\n  release: {OLD!r}\n", pillar_tree) as pillar_file:
+        first = release_state(salt_cli.run("state.highstate", minion_tgt=minion.id))
+        assert first["result"] is True, first["comment"]
+        assert first["changes"]["current"] == {"old": None, "new": OLD}
+        pillar_file.write_text(f"myapp:\n  release: {NEW!r}\n")
+        second = release_state(salt_cli.run("state.highstate", minion_tgt=minion.id))
+        assert second["result"] is True and "health check passed" in second["comment"], second["comment"]
+        assert tree.current() == NEW

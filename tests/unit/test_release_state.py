@@ -250,6 +250,26 @@ def test_a_relative_base_dir_fails(states):
     assert "absolute" in ret.comment
 
 
+def test_a_state_named_by_its_app_uses_the_minions_base_dir(minion_opts, tmp_path):
+    """``myapp: murder.release`` manages the directory a deploy without base_dir uses on that minion."""
+    opts = dict(minion_opts, murder={"base_dir": str(tmp_path / "{minion}" / "{app}")})
+    states = Loaders(opts, loaded_base_name=f"{__name__}.by_app").states
+    tree = rel.ReleaseTree(tmp_path / minion_opts["id"] / "shop")
+    make_release(tree, A)
+    make_release(tree, B)
+    ret = states.murder.release(name="shop", release=A)
+    assert ret.result is True and ret.changes == {"current": {"old": None, "new": A}}, ret.comment
+    ret = states.murder.release(name="shop", app="shop", release=B)
+    assert ret.result is True and tree.current() == B, ret.comment
+    ret = states.murder.rolled_back(name="shop")
+    assert ret.result is True and tree.current() == A, ret.comment
+    assert str(tree.base_dir) in ret.comment
+    before = snapshot(tree)
+    ret = states.murder.release(name="shop", app="other", release=B)
+    assert ret.result is False and "is an app, and app is 'other'" in ret.comment
+    assert snapshot(tree) == before
+
+
 def test_a_real_current_directory_fails_and_is_not_deleted(states, tree):
     make_release(tree, A)
     os.makedirs(os.path.join(tree.current_link, "data"))
