@@ -402,22 +402,8 @@ class Writer:
 
     def file(self, name, perm, mtime, size, fd):
         """Write a regular file of ``size`` bytes read from ``fd``."""
-        # _header and _write inline: this runs once a file, 20,000 times for a virtualenv.
-        entry, pointer, mode = self._entry, self.pointer, stat.S_IFREG | perm
-        if not _update_pathname(entry, _utf8(name)):
-            _failed(ffi.ARCHIVE_FATAL, pointer, name)
-        if mode != self._mode:
-            _set_mode(entry, mode)
-            self._mode = mode
-        if mtime != self._mtime:
-            _set_mtime(entry, mtime, 0)
-            self._mtime = mtime
-        if size != self._size:
-            _set_size(entry, size)
-            self._size = size
-        if _write_header(pointer, entry) < 0:
-            _checked(ffi.ARCHIVE_FATAL, pointer, name)
-        left = size
+        self._write(name, self._header(name, stat.S_IFREG | perm, mtime, size))
+        pointer, left = self.pointer, size
         while left > 0:
             block = os.read(fd, min(left, _CHUNK))
             if not block:
