@@ -56,7 +56,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from murder_core import libarchive_io  # noqa: E402
+from murder_core import gnu_tar, libarchive_io  # noqa: E402
 from murder_core import pack as pack_mod  # noqa: E402
 
 log = logging.getLogger("bench.pack")
@@ -90,8 +90,9 @@ def machine():
 
 
 def cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU seconds of this process and of its children waited for: murder's pack runs GNU tar."""
+    usage, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
 
 
 def make_source_tree(root, size, rng):
@@ -252,14 +253,15 @@ def _shell(command):
 @contextlib.contextmanager
 def _tarfile_only():
     saved, libarchive_io.AVAILABLE = libarchive_io.AVAILABLE, False
+    program, gnu_tar.program = gnu_tar.program, lambda: ""
     try:
         yield
     finally:
-        libarchive_io.AVAILABLE = saved
+        libarchive_io.AVAILABLE, gnu_tar.program = saved, program
 
 
 def measure_many_files(root, files, pause, repeat):
-    """murder's pack and unpack (libarchive, and the tarfile fallback) against tar and zstd, interleaved."""
+    """murder's pack (GNU tar) and unpack (libarchive), and the tarfile fallback, against tar and zstd, interleaved."""
     source = os.path.join(root, "tree")
     make_many_files(source, files, random.Random(7))
     artifact, cli_artifact = os.path.join(root, "murder.tar.zst"), os.path.join(root, "cli.tar.zst")
@@ -300,7 +302,8 @@ def measure_many_files(root, files, pause, repeat):
               for name, runs in samples.items()}
     row = {"sample": "many-files", "files": files, "tree_bytes": tree_bytes_of(source),
            "bytes": os.path.getsize(artifact), "cli_bytes": os.path.getsize(cli_artifact),
-           "extractor": "libarchive" if libarchive_io.AVAILABLE else "tarfile", "repeat": repeat,
+           "extractor": "libarchive" if libarchive_io.AVAILABLE else "tarfile",
+           "packer": "GNU tar" if gnu_tar.program() else "tarfile", "repeat": repeat,
            "cpu_busy_median": statistics.median(BUSY[first:]), "cpu_busy_max": max(BUSY[first:])}
     for name, (seconds, cpu) in median.items():
         key = name.replace(" ", "_")
@@ -334,7 +337,8 @@ def _absolute_names(function, *args):
 
 def print_many_files(row):
     print(f"many-files: {row['files']} files, {row['tree_bytes'] / 1e6:.1f} MB, packed {row['bytes'] / 1e6:.2f} MB; "
-          f"median of {row['repeat']} (tarfile of 2), wall s (CPU s); extractor {row['extractor']}; "
+          f"median of {row['repeat']} (tarfile of 2), wall s (CPU s); packer {row.get('packer', '?')}, "
+          f"extractor {row['extractor']}; "
           f"machine {row['cpu_busy_median']:.2f} busy (max {row['cpu_busy_max']:.2f}) of {os.cpu_count()} cores "
           f"during the steps")
     for step in ("pack", "unpack"):

@@ -1,4 +1,4 @@
-"""Release archives through libarchive: the fast path of :mod:`murder_core.pack`.
+"""Release archives read through libarchive: the fast path of :func:`murder_core.pack.unpack`.
 
 ``libarchive-c`` loads the system's libarchive (Debian's ``libarchive13``).
 Why not tarfile: on a release of 20,000 small files tarfile with its
@@ -60,15 +60,8 @@ if ffi is not None:
     _set_perm = _raw("entry_set_perm", [c_void_p, c_int], None)
     _update_pathname = _raw("entry_update_pathname_utf8", [c_void_p, c_char_p], c_int)
     _update_hardlink = _raw("entry_update_hardlink_utf8", [c_void_p, c_char_p], c_int)
-    _update_symlink = _raw("entry_update_symlink_utf8", [c_void_p, c_char_p], c_int)
     _extract2 = _raw("read_extract2", [c_void_p, c_void_p, c_void_p], c_int)
     _write_close = _raw("write_close", [c_void_p], c_int)
-    _clear = _raw("entry_clear", [c_void_p], c_void_p)
-    _set_mode = _raw("entry_set_mode", [c_void_p, ctypes.c_uint], None)
-    _set_mtime = _raw("entry_set_mtime", [c_void_p, ffi.c_time_t, ctypes.c_long], None)
-    _set_size = _raw("entry_set_size", [c_void_p, ctypes.c_longlong], None)
-    _write_header = _raw("write_header", [c_void_p, c_void_p], c_int)
-    _write_data = _raw("write_data", [c_void_p, c_void_p, ctypes.c_size_t], ctypes.c_ssize_t)
 
 AVAILABLE = ffi is not None
 _CHUNK = 1 << 20
@@ -340,89 +333,6 @@ def _checked(code, pointer, member=None):
         log.warning("libarchive: %s", error.msg)
         return
     raise error
-
-
-class Writer:
-    """A pax tar stream, zstd-compressed or not, written to an open file descriptor.
-
-    One entry is reused for every member, and a field is set only when it
-    differs from the member before: on a tree of 20,000 small files each
-    libarchive call costs about a microsecond, and most members share their
-    mode and mtime with the one before (bench/pack.py).
-    """
-
-    def __init__(self, fd, compression, level):
-        self.pointer = ffi.write_new()
-        self._entry = ffi.entry_new()
-        self._forget()
-        try:
-            ffi.write_set_format_pax_restricted(self.pointer)
-            if compression == "zstd":
-                ffi.write_add_filter_zstd(self.pointer)
-                ffi.write_set_options(self.pointer, f"zstd:compression-level={level},zstd:threads=1".encode())
-            ffi.write_open_fd(self.pointer, fd)
-        except BaseException:
-            self._free()
-            raise
-
-    def _forget(self):
-        self._mode = self._mtime = self._size = None
-
-    def _header(self, name, mode, mtime, size):
-        entry = self._entry
-        if not _update_pathname(entry, _utf8(name)):
-            _failed(ffi.ARCHIVE_FATAL, self.pointer, name)
-        if mode != self._mode:
-            _set_mode(entry, mode)
-            self._mode = mode
-        if mtime != self._mtime:
-            _set_mtime(entry, mtime, 0)
-            self._mtime = mtime
-        if size != self._size:
-            _set_size(entry, size)
-            self._size = size
-        return entry
-
-    def _write(self, name, entry):
-        """Write one member's header; libarchive finishes the member when the next header (or the close) comes."""
-        if _write_header(self.pointer, entry) < 0:
-            _checked(ffi.ARCHIVE_FATAL, self.pointer, name)
-
-    def directory(self, name, perm, mtime):
-        self._write(name, self._header(name, stat.S_IFDIR | perm, mtime, 0))
-
-    def symlink(self, name, target, mtime):
-        entry = self._header(name, stat.S_IFLNK | 0o777, mtime, 0)
-        if not _update_symlink(entry, _utf8(target)):  # 1 when set, 0 when not: no archive status
-            _failed(ffi.ARCHIVE_FATAL, self.pointer, name)
-        self._write(name, entry)
-        # Only a link's target would linger into the next member: clear it all and set every field again.
-        _clear(entry)
-        self._forget()
-
-    def file(self, name, perm, mtime, size, fd):
-        """Write a regular file of ``size`` bytes read from ``fd``."""
-        self._write(name, self._header(name, stat.S_IFREG | perm, mtime, size))
-        pointer, left = self.pointer, size
-        while left > 0:
-            block = os.read(fd, min(left, _CHUNK))
-            if not block:
-                raise OSError(f"{name} shrank while it was packed")
-            if _write_data(pointer, block, len(block)) < 0:
-                _checked(ffi.ARCHIVE_FATAL, pointer, name)
-            left -= len(block)
-
-    def close(self):
-        try:
-            code = _write_close(self.pointer)
-            if code != ffi.ARCHIVE_OK:
-                _failed(code, self.pointer, "the end of the archive")
-        finally:
-            self._free()
-
-    def _free(self):
-        ffi.write_free(self.pointer)
-        ffi.entry_free(self._entry)
 
 
 class _Unavailable(Exception):

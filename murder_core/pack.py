@@ -8,8 +8,9 @@ incompressible one it costs little. ``compression="none"`` turns it off.
 
 Determinism: members are sorted, owners are dropped (uid/gid 0, no names),
 times are whole seconds (clamped to ``SOURCE_DATE_EPOCH`` when that is set,
-as reproducible builds do) and zstd runs single-threaded, so the same tree
-packs to the same bytes and the same release gets the same info-hash.
+as reproducible builds do) and zstd's output does not depend on timing, so
+the same tree packs to the same bytes on the same host and the same release
+gets the same info-hash.
 
 Unpacking goes into a staging directory beside the destination
 (``.staging-<name>-<random>``, ignored by the release layout) and is renamed
@@ -18,8 +19,9 @@ into place only when every member was written. Every member passes
 no links leaving the tree, nothing written through a link, no special files,
 no setuid or setgid).
 
-Both directions run through libarchive (:mod:`murder_core.libarchive_io`)
-when the host has it, and through tarfile otherwise: the same rules, the same
+Packing runs GNU tar (:mod:`murder_core.gnu_tar`) on the names this module's
+walk checked, unpacking runs libarchive (:mod:`murder_core.libarchive_io`),
+each when the host has it, and tarfile otherwise: the same rules, the same
 archive format, several times slower on trees of many small files (measured
 by ``bench/pack.py``).
 """
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from murder_core import libarchive_io, members
+from murder_core import gnu_tar, libarchive_io, members
 from murder_core.config import STAGING_PREFIX
 from murder_core.errors import InvalidInput, MurderError, ReleaseError, UnsafeArchive
 
@@ -152,24 +154,48 @@ def _walk(root, excludes):
         os.close(top)
 
 
-def _add_tree(sink, root, excludes):
-    root = os.path.abspath(root)
-    clamp = _clamp()
+def _is_utf8(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is not UTF-8 became a lone surrogate (os.fsdecode)
+        return False
+    return True
+
+
+def _members(root, excludes):
+    """Yield (relative path, name, its directory's fd, lstat, link target or None) of what may be packed.
+
+    Raises InvalidInput for what may not: a special file, a symlink whose
+    target leaves the tree, or a name that is not UTF-8 (the minion's guard
+    and libarchive would refuse the artifact).
+    """
     for rel, name, directory, st in _walk(root, excludes):
+        if not rel.isascii() and not _is_utf8(rel):
+            raise InvalidInput(f"cannot pack {os.path.join(root, rel)!r}: its name is not UTF-8, which a release's "
+                               "names must be")
+        mode = st.st_mode
+        target = None
+        if stat.S_ISLNK(mode):
+            target = os.readlink(name, dir_fd=directory)
+            problem = members.link_target_problem(rel, target)
+            if problem:
+                raise InvalidInput(f"cannot pack {os.path.join(root, rel)}: {problem}")
+        elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InvalidInput(f"cannot pack {os.path.join(root, rel)}: only files, directories and symlinks "
+                               "go into a release")
+        yield rel, name, directory, st, target
+
+
+def _add_tree(sink, root, excludes):
+    clamp = _clamp()
+    for rel, name, directory, st, target in _members(root, excludes):
         mode = st.st_mode
         if stat.S_ISREG(mode):
             _add_file(sink, rel, name, st, clamp, directory)
         elif stat.S_ISDIR(mode):
             sink.directory(rel, stat.S_IMODE(mode), _mtime(st, clamp))
-        elif stat.S_ISLNK(mode):
-            target = os.readlink(name, dir_fd=directory)
-            problem = members.link_target_problem(rel, target)
-            if problem:
-                raise InvalidInput(f"cannot pack {os.path.join(root, rel)}: {problem}")
-            sink.symlink(rel, target, _mtime(st, clamp))
         else:
-            raise InvalidInput(f"cannot pack {os.path.join(root, rel)}: only files, directories and symlinks "
-                               "go into a release")
+            sink.symlink(rel, target, _mtime(st, clamp))
 
 
 def _add_file(sink, rel, path, st, clamp, directory=None):
@@ -182,7 +208,7 @@ def _add_file(sink, rel, path, st, clamp, directory=None):
 
 
 class _TarfileWriter:
-    """The same sink as :class:`libarchive_io.Writer`, through tarfile (the fallback)."""
+    """A tar stream written member by member through tarfile: where the host has no GNU tar."""
 
     def __init__(self, out, compression):
         self._out = out
@@ -252,37 +278,41 @@ def pack(source, artifact, excludes=(".git",), compression="zstd"):
     return Artifact(path=artifact, size=os.path.getsize(artifact), sha256=sha256_file(artifact))
 
 
-_FALLBACK_NOTED = []
+_FALLBACKS_NOTED = set()
 
 
-def _note_fallback():
-    """Say once a process that tarfile stands in for libarchive, and what that costs."""
-    if not _FALLBACK_NOTED:
-        _FALLBACK_NOTED.append(True)
-        log.warning("packing and unpacking with tarfile: %s. A release of 20,000 small files unpacks about "
-                    "9 times slower this way (bench/pack.py).", libarchive_io.MISSING or "libarchive is turned off")
+def _note_fallback(direction, reason):
+    """Say once a process that tarfile stands in for a faster tool, and what that costs."""
+    if direction not in _FALLBACKS_NOTED:
+        _FALLBACKS_NOTED.add(direction)
+        log.warning("%s with tarfile: %s. A release of 20,000 small files %s several times slower this way "
+                    "(bench/pack.py).", direction, reason, "packs" if direction == "packing" else "unpacks")
 
 
 def _write_tar(out, source, excludes, compression):
-    out.flush()
-    if libarchive_io.AVAILABLE:
-        sink = libarchive_io.Writer(out.fileno(), compression, ZSTD_LEVEL)
-    else:
-        _note_fallback()
-        sink = _TarfileWriter(out, compression)
+    tree = os.path.isdir(source)
+    if not tree and not stat.S_ISREG(os.stat(source).st_mode):
+        raise InvalidInput(f"cannot pack {source}: a release is a directory, a regular file or a tar archive")
+    if gnu_tar.program():
+        if tree:
+            gnu_tar.write(out, source, (rel for rel, _, _, _, _ in _members(source, excludes)),
+                          compression, ZSTD_LEVEL, _clamp())
+        else:  # the one file under the name it was given, also when that name is a symlink to it
+            gnu_tar.write(out, os.path.dirname(source), [os.path.basename(source)], compression, ZSTD_LEVEL,
+                          _clamp(), follow_links=True)
+        return
+    _note_fallback("packing", "GNU tar is not on the PATH")
+    sink = _TarfileWriter(out, compression)
     try:
-        try:
-            if os.path.isdir(source):
-                _add_tree(sink, source, excludes)
-            else:
-                _add_file(sink, os.path.basename(source), source, os.stat(source), _clamp())
-        except BaseException:
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                sink.close()
-            raise
-        sink.close()
-    except libarchive_io.Error as exc:
-        raise MurderError(f"cannot pack {source}: {exc.msg}") from exc
+        if tree:
+            _add_tree(sink, source, excludes)
+        else:
+            _add_file(sink, os.path.basename(source), os.path.realpath(source), os.stat(source), _clamp())
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            sink.close()
+        raise
+    sink.close()
 
 
 def _open_stream(handle):
@@ -362,7 +392,7 @@ def _extract(artifact, staging, on_member):
     if libarchive_io.AVAILABLE:
         libarchive_io.extract(artifact, staging, on_member)
         return
-    _note_fallback()
+    _note_fallback("unpacking", libarchive_io.MISSING or "libarchive is turned off")
     with open(artifact, "rb") as handle:
         with tarfile.open(fileobj=_open_stream(handle), mode="r|") as tar:
             tar.errorlevel = 2

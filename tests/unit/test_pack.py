@@ -9,7 +9,7 @@ import threading
 import pytest
 import zstandard
 
-from murder_core import libarchive_io, pack
+from murder_core import gnu_tar, libarchive_io, pack
 from murder_core.errors import InvalidInput, MurderError, ReleaseError, UnsafeArchive
 
 
@@ -53,22 +53,26 @@ def snapshot(root):
     return entries
 
 
-@pytest.fixture(autouse=True, params=["libarchive", "libarchive-threaded", "tarfile"])
+@pytest.fixture(autouse=True, params=["native", "native-threaded", "tarfile"])
 def backend(request, monkeypatch):
-    """Every test runs on each path: libarchive alone in its process, libarchive beside another thread, tarfile.
+    """Every test runs on each path: GNU tar and libarchive alone in its process, the same beside another thread,
+    and tarfile both ways.
 
     Alone, libarchive names members relative to the staging directory; beside another Python thread (a Salt
     job with ``multiprocessing: False``) it names them absolutely. None leaves the working directory changed.
     """
-    if request.param.startswith("libarchive") and not libarchive_io.AVAILABLE:
+    if request.param.startswith("native") and not libarchive_io.AVAILABLE:
         pytest.skip(libarchive_io.MISSING)
+    if request.param.startswith("native") and not gnu_tar.program():
+        pytest.skip("GNU tar is not on the PATH")
     if request.param == "tarfile":
         monkeypatch.setattr(libarchive_io, "AVAILABLE", False)
-    if request.param != "libarchive-threaded":
+        monkeypatch.setattr(gnu_tar, "program", lambda: "")
+    if request.param != "native-threaded":
         # libarchive: as in a murder.peer job, whatever threads pytest's plugins run.
-        monkeypatch.setattr(libarchive_io, "_alone", lambda: request.param == "libarchive")
+        monkeypatch.setattr(libarchive_io, "_alone", lambda: request.param == "native")
     cwd = os.getcwd()
-    with other_thread_running(request.param == "libarchive-threaded"):
+    with other_thread_running(request.param == "native-threaded"):
         yield request.param
     assert os.getcwd() == cwd
 
@@ -93,7 +97,7 @@ def test_libarchive_names_members_relative_to_the_staging_directory_only_when_al
     staging.mkdir()
     cwd = os.getcwd()
     with libarchive_io._names_under(str(staging)) as prefix:
-        if backend != "libarchive":  # another Python thread runs
+        if backend != "native":  # another Python thread runs
             assert prefix == os.path.realpath(staging) + "/" and os.getcwd() == cwd
         else:
             assert prefix == "" and os.getcwd() == os.path.realpath(staging)
@@ -208,6 +212,52 @@ def test_single_file_source(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "r" / "tool.sh").st_mode) == 0o755
 
 
+def test_a_single_file_named_by_a_symlink_is_packed_as_the_file_under_the_symlinks_name(tmp_path):
+    (tmp_path / "tool-1.2.sh").write_text("echo hi\n")
+    (tmp_path / "tool.sh").symlink_to("tool-1.2.sh")
+    artifact = pack.pack(str(tmp_path / "tool.sh"), str(tmp_path / "a.tar.zst"))
+    pack.unpack(artifact.path, str(tmp_path / "r"))
+    assert os.listdir(tmp_path / "r") == ["tool.sh"]
+    assert not os.path.islink(tmp_path / "r" / "tool.sh")
+    assert (tmp_path / "r" / "tool.sh").read_text() == "echo hi\n"
+
+
+def test_source_date_epoch_clamps_every_newer_mtime(tree, tmp_path, monkeypatch):
+    os.utime(tree / "conf" / "app.yaml", (1_000_000_000, 1_000_000_000))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1500000000")
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    with open(artifact.path, "rb") as handle, tarfile.open(fileobj=pack._open_stream(handle), mode="r|") as tar:
+        mtimes = {member.name: member.mtime for member in tar}
+    assert mtimes["conf/app.yaml"] == 1_000_000_000
+    assert mtimes["bin/run"] == 1_500_000_000 and max(mtimes.values()) == 1_500_000_000
+
+
+def test_gnu_tar_writes_the_artifact_where_the_host_has_it(tree, tmp_path, monkeypatch, backend):
+    calls = []
+    write = gnu_tar.write
+    monkeypatch.setattr(gnu_tar, "write", lambda *args, **kwargs: (calls.append(args[1]), write(*args, **kwargs)))
+    pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    assert calls == ([] if backend == "tarfile" else [str(tree)])
+
+
+def test_a_file_gone_before_tar_reads_it_fails_the_pack_in_tars_words(tree, tmp_path, monkeypatch, backend):
+    if backend == "tarfile":
+        pytest.skip("GNU tar's own failure")
+    walk = pack._walk
+
+    def racing_walk(root, excludes):
+        for rel, name, directory, st in walk(root, excludes):
+            yield rel, name, directory, st
+            if rel == "data.bin":  # its name is on its way to tar, which will not find it
+                os.unlink(name, dir_fd=directory)
+
+    monkeypatch.setattr(pack, "_walk", racing_walk)
+    with pytest.raises(MurderError, match=r"tar failed \(.*data\.bin.*No such file"):
+        pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    assert not (tmp_path / "a.tar.zst").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".packing-")]
+
+
 @pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz")])
 def test_existing_archive_is_shipped_unchanged(tree, tmp_path, suffix, mode):
     source = tmp_path / f"given{suffix}"
@@ -253,6 +303,16 @@ def test_source_symlink_leaving_the_tree_is_refused(tree, tmp_path):
 
 
 @pytest.mark.bad_input
+def test_a_name_that_is_not_utf8_is_refused_when_packed(tree, tmp_path):
+    # Packed, such a name would reach every minion and fail there: libarchive cannot name the member.
+    with open(os.path.join(os.fsencode(tree), b"bad\xffname"), "w") as handle:
+        handle.write("x")
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    assert not (tmp_path / "a.tar.zst").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".packing-")]
+
+
 def test_source_fifo_is_refused(tree, tmp_path):
     os.mkfifo(tree / "pipe")
     with pytest.raises(InvalidInput, match="pipe"):
