@@ -61,23 +61,31 @@ def _environment():
 
 
 class _Compressor(threading.Thread):
-    """Compresses tar's output into the artifact; stops tar when it cannot write."""
+    """Compresses what tar writes to the pipe ``source`` into the artifact; stops tar when it cannot write."""
 
-    def __init__(self, tar, out, level):
+    def __init__(self, source, out, level):
         super().__init__(name="murder-pack-zstd", daemon=True)
-        self._tar, self._out, self._level = tar, out, level
+        # Unbuffered: each read copies the pipe's bytes once, not through a buffer too.
+        self._source, self._out, self._level = open(source, "rb", buffering=0), out, level
+        self.tar = None
         self.error = None
 
     def run(self):
         try:
-            # threads=1: libzstd compresses on a worker of its own while this thread reads tar's pipe;
+            # threads=1: libzstd compresses on a worker of its own while this thread reads the pipe;
             # the bytes do not depend on timing.
             zstandard.ZstdCompressor(level=self._level, threads=1).copy_stream(
-                self._tar.stdout, self._out, read_size=_CHUNK, write_size=_CHUNK)
+                self._source, self._out, read_size=_CHUNK, write_size=_CHUNK)
         except (OSError, zstandard.ZstdError) as exc:
             self.error = exc
             with contextlib.suppress(OSError):
-                self._tar.kill()
+                self.tar.kill()
+        finally:
+            self._source.close()
+
+    def abandon(self):
+        """Let go of the pipe of a tar that never started."""
+        self._source.close()
 
 
 def write(out, root, names, compression, level, clamp=None, follow_links=False):
@@ -97,11 +105,23 @@ def write(out, root, names, compression, level, clamp=None, follow_links=False):
     out.flush()
     zstd = compression == "zstd"
     with tempfile.TemporaryFile() as errors:
-        tar = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE if zstd else out,
-                               stderr=errors, env=_environment(), cwd=root)
-        compressor = _Compressor(tar, out, level) if zstd else None
+        compressor = None
+        if zstd:
+            source, sink = os.pipe()
+            compressor = _Compressor(source, out, level)
+        try:
+            tar = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=sink if zstd else out, stderr=errors,
+                                   env=_environment(), cwd=root)
+        except BaseException:
+            if compressor:
+                compressor.abandon()
+            raise
+        finally:
+            if zstd:
+                os.close(sink)  # tar holds it now: the compressor sees the end when tar ends
         try:
             if compressor:
+                compressor.tar = tar
                 compressor.start()
             try:
                 for name in names:
@@ -117,7 +137,6 @@ def write(out, root, names, compression, level, clamp=None, follow_links=False):
             code = tar.wait()
             if compressor:
                 compressor.join()
-                tar.stdout.close()
         if compressor and compressor.error is not None:
             raise MurderError(f"cannot write the artifact: {compressor.error}") from compressor.error
         if code != 0:

@@ -301,7 +301,7 @@ def _write_tar(out, source, excludes, compression):
             gnu_tar.write(out, os.path.dirname(source), [os.path.basename(source)], compression, ZSTD_LEVEL,
                           _clamp(), follow_links=True)
         return
-    _note_fallback("packing", "GNU tar is not on the PATH")
+    _note_fallback("packing", "there is no GNU tar on the PATH, or it is turned off")
     sink = _TarfileWriter(out, compression)
     try:
         if tree:
