@@ -54,8 +54,10 @@ def program():
 
 
 def _environment():
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("LC_", "TAR_"))}
-    # TAR_OPTIONS would add options of the operator's; the locale decides how names become pax records.
+    # TAR_OPTIONS would add options of the operator's, POSIXLY_CORRECT change some; the locale decides how
+    # names become pax records.
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("LC_", "TAR_")) and key not in ("LANG", "LANGUAGE", "POSIXLY_CORRECT")}
     env["LC_ALL"] = "C.UTF-8"
     return env
 
