@@ -25,7 +25,8 @@ def _kind(host):
 
 def _deploy(summary):
     state = summary.get("state", "?")
-    head = f"deploy {summary.get('deploy_id')}: {summary.get('app')} {summary.get('release')} {state.upper()}"
+    head = (f"deploy {summary.get('deploy_id')}: {summary.get('app')} {summary.get('release') or '(no release)'} "
+            f"{state.upper()}")
     if "seconds" in summary:
         head += f" in {summary['seconds']:.1f} s"
     if "distribution_seconds" in summary:
@@ -49,8 +50,9 @@ def _deploy(summary):
 def output(data, **kwargs):  # pylint: disable=unused-argument
     """Render a deploy summary or a ``murder.status`` listing; anything else as its text."""
     if isinstance(data, dict) and "deploys" in data:
-        lines = [f"{d['deploy_id']}: {d['app']} {d['release']} {d['state']}, {len(d.get('minions', {}))} hosts"
-                 + (f" ({d['error']})" if d.get("error") else "") for d in data["deploys"]]
+        lines = [f"{d['deploy_id']}: {d['app']} {d['release'] or '(no release)'} {d['state']}, "
+                 f"{len(d.get('minions', {}))} hosts" + (f" ({d['error']})" if d.get("error") else "")
+                 for d in data["deploys"]]
         return "\n".join(lines) or "no deploys"
     if isinstance(data, dict) and "deploy_id" in data:
         return "\n".join(_deploy(data))

@@ -297,12 +297,13 @@ class Engine:
         try:
             config.check_release_name(release)
         except InvalidInput:
-            release = distribution.new_release_id()
+            release = None  # none was given (or none that is a name): a default name would be one nobody asked for
         try:
             asked_id = request.check_request_id(arguments.get("request_id"))
         except InvalidInput:
             asked_id = None  # a request_id that is not a plain name cannot be waited for
-        record = lifecycle.refused(distribution.new_deploy_id(app, release), app, release, exc, request_id=asked_id)
+        record = lifecycle.refused(distribution.new_deploy_id(app, release or "refused"), app, release, exc,
+                                   request_id=asked_id)
         self.store.save_deploy(record)
         self.outcomes[record["state"]] += 1
         self._fire(config.TAG_DEPLOY_COMPLETE.format(deploy_id=record["deploy_id"]), record)

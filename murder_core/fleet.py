@@ -181,11 +181,11 @@ class Fleet:
             line += f", {failed} failed"
         if size:
             unit, scale = _unit(size)
-            line += f", {moved / scale:.1f} of {size / scale:.1f} {unit}"
+            line += f", {_amount(moved, scale)} of {_amount(size, scale)} {unit}"
         rate = sum(s.rate for s in self.minions.values() if not s.finished)
         if rate:
             unit, scale = _unit(rate)
-            line += f" at {rate / scale:.1f} {unit}/s"
+            line += f" at {_amount(rate, scale)} {unit}/s"
         waiting = self.unfinished()
         if waiting:
             line += f"; waiting for {names(waiting, limit)}"
@@ -249,6 +249,11 @@ def rollback_outcome(app, minions, named=None):
 def names(minions, limit=5):
     """``m1, m2, m3 and 9997 more``: a line for the console, short whatever the fleet's size."""
     return ", ".join(minions[:limit]) + (f" and {len(minions) - limit} more" if len(minions) > limit else "")
+
+
+def _amount(value, scale):
+    """``value`` in units of ``scale``: whole bytes, tenths of the larger units."""
+    return f"{value / scale:.1f}" if scale > 1 else f"{int(value)}"
 
 
 def _unit(amount):

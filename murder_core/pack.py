@@ -171,8 +171,8 @@ def _members(root, excludes):
     """
     for rel, name, directory, st in _walk(root, excludes):
         if not rel.isascii() and not _is_utf8(rel):
-            raise InvalidInput(f"cannot pack {os.path.join(root, rel)!r}: its name is not UTF-8, which a release's "
-                               "names must be")
+            shown = os.fsencode(os.path.join(root, rel)).decode("utf-8", "backslashreplace")  # the byte as \xff
+            raise InvalidInput(f"cannot pack {shown}: its name is not UTF-8, which a release's names must be")
         mode = st.st_mode
         target = None
         if stat.S_ISLNK(mode):

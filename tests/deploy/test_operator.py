@@ -167,6 +167,8 @@ def test_a_deploy_request_with_an_unknown_key_is_recorded_as_failed(salt_master,
     complete = send_request(salt_master, salt_run_cli, event_listener, request)
     assert complete["result"] is False and complete["state"] == "refused"
     assert "murder.deploy does not take relase (did you mean release?)" in complete["error"]
+    # No release was given: none is made up for the record.
+    assert complete["release"] is None and complete["deploy_id"].startswith("typo-refused-"), complete
     status = salt_run_cli.run("murder.status", f"deploy_id={complete['deploy_id']}")
     assert status.returncode == 0 and status.data["state"] == "refused", status.stdout
     for minion in MINIONS:

@@ -46,6 +46,10 @@ def test_progress_line_reads_a_tiny_release_in_its_own_unit():
     hosts = fleet.Fleet(["m1"])
     hosts.record("m1", "done", {"size": 3 * 2**20})
     assert "3.0 of 3.0 MiB" in hosts.progress_line()
+    hosts = fleet.Fleet(["m1", "m2"])  # bytes are whole: not "0.0 of 354.0 bytes"
+    hosts.record("m1", "progress", {"bytes_done": 0, "size": 177})
+    hosts.record("m2", "progress", {"bytes_done": 0, "size": 177})
+    assert "0 of 354 bytes" in hosts.progress_line()
 
 
 def test_hash_failures_reach_the_deploy_report():

@@ -27,7 +27,10 @@ def test_a_large_fleet_shows_totals_and_only_the_hosts_with_a_problem():
 def test_a_status_listing_is_one_line_per_deploy_with_the_error_of_a_refusal():
     text = outputter.output({"deploys": [
         {"deploy_id": "a-r1-1", "app": "a", "release": "r1", "state": "succeeded", "minions": {"m1": "done"}},
-        {"deploy_id": "a-r2-2", "app": "a", "release": "r2", "state": "refused", "minions": {},
+        {"deploy_id": "a-refused-2", "app": "a", "release": None, "state": "refused", "minions": {},
          "error": "murder.deploy does not take relase"}]})
     assert text.splitlines() == ["a-r1-1: a r1 succeeded, 1 hosts",
-                                 "a-r2-2: a r2 refused, 0 hosts (murder.deploy does not take relase)"]
+                                 "a-refused-2: a (no release) refused, 0 hosts (murder.deploy does not take relase)"]
+    text = outputter.output({"deploy_id": "a-refused-2", "app": "a", "release": None, "state": "refused",
+                             "seconds": 0.0, "minions": {}, "error": "murder.deploy does not take relase"})
+    assert text.splitlines()[0] == "deploy a-refused-2: a (no release) REFUSED in 0.0 s"
