@@ -270,6 +270,7 @@ def _swarm_fetch(peer_request, on_progress, stripe_members=()):
         libtorrent=settings["libtorrent"],
         minion=minion, minions=stripe_members,
         place=_place(settings) if peer_request.location_key else None, location_key=peer_request.location_key,
+        leave_seeder=bool(settings["leave_seeder"]), seeder_fallback=float(settings["seeder_fallback"]),
     )
 
 

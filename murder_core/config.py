@@ -100,6 +100,11 @@ DEFAULTS = {
     # Each peer of a deploy fetches its own share of the pieces first, so
     # fewer pieces leave the seeder twice (docs/datacenter.md).
     "piece_stripes": True,
+    # A peer with a stripe leaves the master's seeder once its stripe is in, and goes back to it
+    # after seeder_fallback seconds without data (policy.SeederLeave). Off: the seeder then sends
+    # about one copy, but deploys to 2-8 hosts took longer (docs/datacenter.md).
+    "leave_seeder": False,
+    "seeder_fallback": 10,
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,
     "download_rate_limit": 0,

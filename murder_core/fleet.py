@@ -35,6 +35,8 @@ class MinionState:
     heard: float = None  # clock reading of its last event (or of the deploy's start event)
     done_at: float = None  # clock reading of its done event
     place: str = None  # where its peer told the tracker it is (murder_core.location), None: by address
+    left_seeder: bool = False  # its peer left the seeder once its stripe was in (policy.SeederLeave)
+    back_to_seeder: bool = False  # and went back to it, as nothing else came
 
     @property
     def finished(self):
@@ -95,6 +97,7 @@ class Fleet:
             stripe = data.get("stripe")
             state.stripe = list(stripe) if isinstance(stripe, (list, tuple)) else None
             state.place = data.get("place") if isinstance(data.get("place"), str) else None
+            state.left_seeder, state.back_to_seeder = data.get("left_seeder") is True, data.get("back_to_seeder") is True
             state.steps = self._steps(state.seconds, data.get("steps"), now)
         elif kind == "failed":
             state.state = FAILED
@@ -209,6 +212,8 @@ class Fleet:
                 "bytes_from_seeder": state.bytes_from_seeder,
                 "hash_failures": state.hash_failures,
                 "stripe": state.stripe,
+                "left_seeder": state.left_seeder,
+                "back_to_seeder": state.back_to_seeder,
                 "place": state.place,
                 "steps": state.steps,
                 "changed": state.changed,

@@ -106,7 +106,7 @@ def _no_space(base_dir, needed):
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           stall_timeout=30, progress_interval=2.0, on_progress=None,
           upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=(),
-          place=None, location_key=None):
+          place=None, location_key=None, leave_seeder=False, seeder_fallback=10.0):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
@@ -118,7 +118,11 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     stripe of pieces to fetch first (``policy.stripe``); ``stripe`` in the
     report is ``[index, count]`` or None. ``place`` (``location.of_minion``)
     is announced to the tracker, signed with ``location_key``, when both are
-    given; the report's ``place`` is what was announced, or None.
+    given; the report's ``place`` is what was announced, or None. With
+    ``leave_seeder`` a peer with a stripe leaves the ``seeders`` once its
+    stripe is in, and goes back to them after ``seeder_fallback`` seconds
+    without data (``policy.SeederLeave``); the report's ``left_seeder`` and
+    ``back_to_seeder`` say what it did.
     On failure the partial artifact and any staging directory are removed
     and the error is raised; an existing release is never touched. A
     release already on disk with other content (``check_same_content``)
@@ -152,6 +156,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
             upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
             stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
             libtorrent=libtorrent, stripe=stripe,
+            leave_seeders=[host for host, _ in seeders] if leave_seeder else (), seeder_fallback=seeder_fallback,
         )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)
@@ -180,6 +185,7 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
                      result.bytes_from_peers, result.hash_failures, stripe)
     report["steps"] = {name: round(seconds, 3) for name, seconds in steps.items()}
     report["place"] = place
+    report["left_seeder"], report["back_to_seeder"] = result.left_seeder, result.back_to_seeder
     return peer, report
 
 

@@ -142,6 +142,43 @@ def stripe_priorities(num_pieces, index, count):
     return [FIRST if piece % count == index else NORMAL for piece in range(num_pieces)]
 
 
+class SeederLeave:
+    """When a peer leaves the master's seeder to the peers still fetching their stripes, and when it returns.
+
+    A peer that holds its own stripe gets the rest from other peers, each
+    of which fetched its own stripe from the seeder; while it stayed
+    connected it also asked the seeder for pieces other peers were fetching
+    from it too, and the seeder sent about 1.5 copies of a release to 16
+    peers (1.04 when peers leave, docs/datacenter.md). A peer that receives
+    nothing for ``fallback`` seconds after leaving (the peer that owns a
+    stripe is gone, or slow) goes back to the seeder for good.
+    """
+
+    LEAVE, RETURN = "leave", "return"
+
+    def __init__(self, fallback, now):
+        self.fallback = float(fallback)
+        self.left = False
+        self.returned = False
+        self._done, self._since = None, now
+
+    def decide(self, stripe_complete, bytes_done, now):
+        """``LEAVE``, ``RETURN`` or None, given whether the stripe is complete and the bytes done so far."""
+        if bytes_done != self._done:
+            self._done, self._since = bytes_done, now
+        if self.returned:
+            return None
+        if not self.left:
+            if stripe_complete:
+                self.left = True
+                return self.LEAVE
+            return None
+        if now - self._since >= self.fallback:
+            self.returned = True
+            return self.RETURN
+        return None
+
+
 # Progress events one deploy may send to the master's event bus per second, at most.
 MAX_PROGRESS_EVENTS_PER_SECOND = 200
 

@@ -56,6 +56,8 @@ class DownloadResult:
     bytes_from_seeder: int
     bytes_from_peers: int
     hash_failures: int
+    left_seeder: bool = False  # left the seeder once its stripe was in (policy.SeederLeave)
+    back_to_seeder: bool = False  # and went back to it, as nothing else arrived
 
     def as_dict(self):
         return asdict(self)
@@ -212,7 +214,7 @@ class Peer(_Member):
     def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0",
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
                  stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None,
-                 stripe=None):
+                 stripe=None, leave_seeders=(), seeder_fallback=10.0):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             torrent, save_dir, listen=listen, seeder=False, port_retries=port_retries, upload_rate_limit=upload_rate_limit,
@@ -222,15 +224,47 @@ class Peer(_Member):
         self._on_progress = on_progress
         self._throttle = policy.Throttle(float(progress_interval))
         self._from_seeder = policy.SeederCounter()
+        # The seeders' addresses this peer leaves once its stripe is in (policy.SeederLeave).
+        self._leave_seeders = set(leave_seeders) if stripe is not None else set()
+        self._leave = policy.SeederLeave(seeder_fallback, time.monotonic()) if self._leave_seeders else None
+        self._stripe_left = []
         if stripe is not None:
             # (index, count) from policy.stripe: fetch that share of the pieces first.
             num_pieces = self._handle.torrent_file().num_pieces()
             self._handle.prioritize_pieces(policy.stripe_priorities(num_pieces, *stripe))
+            self._stripe_left = [piece for piece in range(num_pieces) if piece % stripe[1] == stripe[0]]
 
     def _count_sources(self):
         for peer in self._handle.get_peer_info():
             if peer.pid.to_bytes().startswith(profile.SEEDER_FINGERPRINT.encode()):
                 self._from_seeder.update((peer.ip, peer.pid.to_bytes()), peer.total_download)
+
+    def _follow_seeder_policy(self, bytes_done, now):
+        """Leave the seeders once the stripe is in; go back to them when nothing else arrives."""
+        if self._leave is None:
+            return
+        self._stripe_left = [piece for piece in self._stripe_left if not self._handle.have_piece(piece)]
+        decision = self._leave.decide(not self._stripe_left, bytes_done, now)
+        if decision == policy.SeederLeave.LEAVE:
+            others = {peer.ip[0] for peer in self._handle.get_peer_info()
+                      if not peer.pid.to_bytes().startswith(profile.SEEDER_FINGERPRINT.encode())}
+            if self._leave_seeders & others:
+                # A peer shares the seeder's address (loopback, a master that is also a minion):
+                # blocking the address would cut that peer off too.
+                log.info("stripe complete; staying with the seeder, whose address %s a peer shares",
+                         ", ".join(sorted(self._leave_seeders & others)))
+                self._leave = None
+                return
+            blocked = lt.ip_filter()
+            for address in sorted(self._leave_seeders):
+                blocked.add_rule(address, address, 1)  # 1: no connection to or from it
+            self._session.apply_settings({"apply_ip_filter_to_trackers": False})  # the tracker may be there too
+            self._session.set_ip_filter(blocked)
+            log.info("stripe complete: leaving the seeder %s to the peers still fetching theirs",
+                     ", ".join(sorted(self._leave_seeders)))
+        elif decision == policy.SeederLeave.RETURN:
+            self._session.set_ip_filter(lt.ip_filter())
+            log.info("nothing arrived for %g s since leaving the seeder: back to it", self._leave.fallback)
 
     def progress(self):
         """Return the current :class:`Progress`."""
@@ -276,6 +310,7 @@ class Peer(_Member):
                 raise MurderError(f"download of {self.info.name} failed: {reason}")
             if status.is_seeding:
                 break
+            self._follow_seeder_policy(status.total_wanted_done, now)
             if stall.stalled(status.total_wanted_done, now):
                 raise StallError(
                     f"download of {self.info.name} stalled: no data for {self.stall_timeout:g} s "
@@ -300,6 +335,8 @@ class Peer(_Member):
             bytes_from_seeder=done.bytes_from_seeder,
             bytes_from_peers=done.bytes_from_peers,
             hash_failures=self.hash_failures,
+            left_seeder=bool(self._leave and self._leave.left),
+            back_to_seeder=bool(self._leave and self._leave.returned),
         )
 
     def _flush(self):

@@ -407,3 +407,59 @@ def test_clients_speaking_the_protocol_badly_do_not_stop_the_deploy(make_release
         assert sha256_file(result.path) == release.sha256
     assert unknown.hex().encode() in refused[b"failure reason"] and b"not served" in refused[b"failure reason"]
     assert tracker.swarm(release.info.tracker_keys[0])["complete"] >= 1
+
+
+# Members on addresses of their own (all loopback), so that a peer can leave the seeder's address alone.
+SEEDER_AT, PEER_AT = "127.0.0.2", ("127.0.0.3", "127.0.0.4")
+
+
+def _seeder_apart(release, **limits):
+    own = {"outgoing_interfaces": SEEDER_AT}  # its own connections to peers come from its address too
+    return swarm.Seeder(release.torrent, release.path, listen=f"{SEEDER_AT}:0", libtorrent=own, **limits)
+
+
+def test_peers_leave_the_seeder_once_their_stripes_are_in(make_release, members, run_all, tmp_path):
+    release = make_release(4 * MiB)  # 16 pieces of 256 KiB: stripes of 8
+    seeder = _seeder_apart(release, upload_rate_limit=1 * MiB)
+    members.append(seeder)
+    peers = [swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), listen=f"{PEER_AT[i]}:0", stall_timeout=20,
+                        stripe=(i, 2), leave_seeders=[SEEDER_AT], seeder_fallback=15) for i in range(2)]
+    members.extend(peers)
+    for i, peer in enumerate(peers):
+        peer.connect(seeder.endpoint, peers[1 - i].endpoint)
+    results = run_all([peer.download for peer in peers])
+    for result in results:
+        assert sha256_file(result.path) == release.sha256 and not result.back_to_seeder, result
+    # A peer whose stripe came in last may have had the rest already: it had nothing to leave for.
+    assert any(result.left_seeder for result in results), results
+    for peer, result in zip(peers, results):
+        if result.left_seeder:  # gone from the seeder, still with the other peer
+            assert {p.ip[0] for p in peer._handle.get_peer_info()} <= {"127.0.0.1", *PEER_AT}
+    # Each stripe left the seeder about once; staying, a peer took from it whatever it lacked.
+    assert sum(result.bytes_from_seeder for result in results) < 1.5 * release.info.size, results
+
+
+def test_a_peer_whose_stripe_partner_never_comes_goes_back_to_the_seeder(make_release, members, tmp_path):
+    release = make_release(4 * MiB)
+    members.append(_seeder_apart(release, upload_rate_limit=2 * MiB))
+    alone = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen=f"{PEER_AT[0]}:0", stall_timeout=20,
+                       stripe=(0, 2), leave_seeders=[SEEDER_AT], seeder_fallback=1)
+    members.append(alone)
+    alone.connect(members[0].endpoint)
+    result = alone.download()
+    assert sha256_file(result.path) == release.sha256
+    assert result.left_seeder and result.back_to_seeder, result
+    assert result.bytes_from_seeder == release.info.size
+
+
+def test_a_peer_sharing_the_seeders_address_with_another_stays_with_the_seeder(make_release, members, run_all,
+                                                                             tmp_path):
+    release = make_release(2 * MiB)
+    members.append(swarm.Seeder(release.torrent, release.path, upload_rate_limit=1 * MiB, **LOCAL))
+    peers = [swarm.Peer(release.torrent, str(tmp_path / f"peer{i}"), stall_timeout=20, stripe=(i, 2),
+                        leave_seeders=["127.0.0.1"], seeder_fallback=15, **LOCAL) for i in range(2)]
+    members.extend(peers)
+    for i, peer in enumerate(peers):
+        peer.connect(members[0].endpoint, peers[1 - i].endpoint)
+    for result in run_all([peer.download for peer in peers]):
+        assert not result.left_seeder, result  # blocking 127.0.0.1 would have cut the other peer off

@@ -116,3 +116,12 @@ def test_a_rollback_that_leaves_the_fleet_on_several_releases_fails_and_names_th
     # A named release is what the operator asked for: only the hosts' own results count.
     named = {"m1": {"result": True, "old": "r4", "new": "r2"}, "m2": {"result": True, "old": "r2", "new": "r2"}}
     assert rollback_outcome("app", named, named="r2")["result"] is True
+
+
+def test_whether_a_peer_left_the_seeder_reaches_the_deploy_report():
+    hosts = fleet.Fleet(["m1", "m2"])
+    hosts.record("m1", "done", {"size": 1, "stripe": [0, 2], "left_seeder": True, "back_to_seeder": False})
+    hosts.record("m2", "done", {"size": 1, "stripe": [1, 2], "left_seeder": True, "back_to_seeder": True})
+    report = hosts.report(activate=False)
+    assert (report["m1"]["left_seeder"], report["m1"]["back_to_seeder"]) == (True, False)
+    assert (report["m2"]["left_seeder"], report["m2"]["back_to_seeder"]) == (True, True)

@@ -110,3 +110,12 @@ def test_waves_follow_sorted_ids_with_a_canary_first():
 def test_a_wave_size_must_be_a_count_or_a_share(value):
     with pytest.raises(ValueError, match="batch must be a whole number >= 1 or a percentage"):
         policy.wave_size(value, 10)
+
+
+def test_a_peer_leaves_the_seeder_with_its_stripe_and_returns_only_after_a_silence():
+    leave = policy.SeederLeave(fallback=10, now=0)
+    assert leave.decide(False, 100, 1) is None  # its stripe is not in yet
+    assert leave.decide(True, 200, 2) == policy.SeederLeave.LEAVE
+    assert leave.decide(True, 300, 9) is None and leave.decide(True, 300, 18) is None  # data came at 9
+    assert leave.decide(True, 300, 19) == policy.SeederLeave.RETURN  # 10 s of nothing
+    assert leave.decide(True, 300, 60) is None and leave.left and leave.returned  # back for good
