@@ -327,7 +327,7 @@ def measure_floor(top, size):
     """The CPU a minion cannot avoid for this release (``floor.measure``), on an artifact packed by murder itself.
 
     The release is fresh random bytes, as every run's is, and ``murder_core.pack`` packs it as the master does
-    (a pax tar through libarchive's zstd).
+    (a pax tar from GNU tar, zstd-compressed).
     """
     from murder_core import pack
 
