@@ -63,13 +63,12 @@ def _environment():
 
 
 class _Compressor(threading.Thread):
-    """Compresses what tar writes to the pipe ``source`` into the artifact; stops tar when it cannot write."""
+    """Compresses what ``tar`` writes to the pipe ``source`` into the artifact; stops tar when it cannot write."""
 
-    def __init__(self, source, out, level):
+    def __init__(self, source, out, level, tar):
         super().__init__(name="murder-pack-zstd", daemon=True)
         # Unbuffered: each read copies the pipe's bytes once, not through a buffer too.
-        self._source, self._out, self._level = open(source, "rb", buffering=0), out, level
-        self.tar = None
+        self._source, self._out, self._level, self._tar = open(source, "rb", buffering=0), out, level, tar
         self.error = None
 
     def run(self):
@@ -81,13 +80,9 @@ class _Compressor(threading.Thread):
         except (OSError, zstandard.ZstdError) as exc:
             self.error = exc
             with contextlib.suppress(OSError):
-                self.tar.kill()
+                self._tar.kill()
         finally:
             self._source.close()
-
-    def abandon(self):
-        """Let go of the pipe of a tar that never started."""
-        self._source.close()
 
 
 def write(out, root, names, compression, level, clamp=None, follow_links=False):
@@ -107,23 +102,20 @@ def write(out, root, names, compression, level, clamp=None, follow_links=False):
     out.flush()
     zstd = compression == "zstd"
     with tempfile.TemporaryFile() as errors:
-        compressor = None
-        if zstd:
-            source, sink = os.pipe()
-            compressor = _Compressor(source, out, level)
+        source, sink = os.pipe() if zstd else (None, out)
         try:
-            tar = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=sink if zstd else out, stderr=errors,
-                                   env=_environment(), cwd=root)
+            tar = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=sink, stderr=errors, env=_environment(),
+                                   cwd=root)
         except BaseException:
-            if compressor:
-                compressor.abandon()
+            if zstd:
+                os.close(source)
             raise
         finally:
             if zstd:
                 os.close(sink)  # tar holds it now: the compressor sees the end when tar ends
+        compressor = _Compressor(source, out, level, tar) if zstd else None
         try:
             if compressor:
-                compressor.tar = tar
                 compressor.start()
             try:
                 for name in names:
