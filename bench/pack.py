@@ -196,16 +196,16 @@ def measure(sample, source, tree_bytes, workdir, methods, pause, repeat):
         name = sample.replace(":", "-")
         artifact = os.path.join(workdir, f"{name}-{method}{SUFFIX[method]}")
         dest = os.path.join(workdir, "unpacked", f"{name}-{method}")
-        packs, unpacks, inline = [], [], []
+        packs, unpacks, apart = [], [], []
         for attempt in range(repeat):
             if attempt:
                 os.unlink(artifact)
             packs.append(timed(lambda: METHODS[method](source, artifact), pause))
             shutil.rmtree(dest, ignore_errors=True)
             unpacks.append(timed(lambda: pack_mod.unpack(artifact, dest), pause))
-            if method == "zstd-3" and libarchive_io.AVAILABLE:
+            if method == "zstd-3" and libarchive_io.AVAILABLE and gnu_tar.program():
                 shutil.rmtree(dest, ignore_errors=True)
-                inline.append(timed(lambda: _inline_zstd(pack_mod.unpack, artifact, dest), pause))
+                apart.append(timed(lambda: _other_unpacker(artifact)[1](pack_mod.unpack, artifact, dest), pause))
         # The fastest attempt: the least disturbed by the rest of the machine.
         (pack_s, pack_cpu), (unpack_s, unpack_cpu) = min(packs), min(unpacks)
         size = os.path.getsize(artifact)
@@ -214,8 +214,10 @@ def measure(sample, source, tree_bytes, workdir, methods, pause, repeat):
             "ratio": tree_bytes / size, "pack_seconds": pack_s, "pack_cpu_seconds": pack_cpu,
             "unpack_seconds": unpack_s, "unpack_cpu_seconds": unpack_cpu,
         }
-        if inline:  # libarchive decompressing in the unpacking thread, as before session 10
-            row["inline_zstd_unpack_seconds"], row["inline_zstd_unpack_cpu_seconds"] = min(inline)
+        row["unpacker"] = _unpacker(artifact)
+        if apart:  # the unpacker murder did not choose for this artifact: why it chose the other
+            row["other_unpacker"] = _other_unpacker(artifact)[0]
+            row["other_unpack_seconds"], row["other_unpack_cpu_seconds"] = min(apart)
         for gbit in LINKS:
             row[f"critical_path_seconds_{gbit}gbit"] = pack_s + size / (gbit * 1e9 / 8) + unpack_s
         rows.append(row)
@@ -261,7 +263,7 @@ def _tarfile_only():
 
 
 def measure_many_files(root, files, pause, repeat):
-    """murder's pack (GNU tar) and unpack (libarchive), and the tarfile fallback, against tar and zstd, interleaved."""
+    """murder's pack and unpack (GNU tar; libarchive alone), and the tarfile fallback, against tar and zstd, interleaved."""
     source = os.path.join(root, "tree")
     make_many_files(source, files, random.Random(7))
     artifact, cli_artifact = os.path.join(root, "murder.tar.zst"), os.path.join(root, "cli.tar.zst")
@@ -272,9 +274,8 @@ def measure_many_files(root, files, pause, repeat):
         "murder unpack": lambda: timed(lambda: pack_mod.unpack(artifact, dest), pause),
         "cli unpack": lambda: (settle(pause), os.makedirs(dest),
                                _shell(f"zstd -dc {artifact} | tar -C {dest} -xf -"))[2],
-        # As a minion running jobs as threads unpacks: every member by its absolute path.
-        "absolute unpack": lambda: timed(lambda: _absolute_names(pack_mod.unpack, artifact, dest), pause),
-        "inline zstd unpack": lambda: timed(lambda: _inline_zstd(pack_mod.unpack, artifact, dest), pause),
+        # Where there is no GNU tar, libarchive writes the tree (as before session 13).
+        "libarchive unpack": lambda: timed(lambda: _libarchive_unpack(pack_mod.unpack, artifact, dest), pause),
     }
     fallback = {
         "tarfile pack": lambda: timed(lambda: pack_mod.pack(source, artifact + ".tarfile"), pause),
@@ -302,7 +303,7 @@ def measure_many_files(root, files, pause, repeat):
               for name, runs in samples.items()}
     row = {"sample": "many-files", "files": files, "tree_bytes": tree_bytes_of(source),
            "bytes": os.path.getsize(artifact), "cli_bytes": os.path.getsize(cli_artifact),
-           "extractor": "libarchive" if libarchive_io.AVAILABLE else "tarfile",
+           "extractor": _unpacker(artifact),
            "packer": "GNU tar" if gnu_tar.program() else "tarfile", "repeat": repeat,
            "cpu_busy_median": statistics.median(BUSY[first:]), "cpu_busy_max": max(BUSY[first:])}
     for name, (seconds, cpu) in median.items():
@@ -315,24 +316,39 @@ def measure_many_files(root, files, pause, repeat):
     return row
 
 
-def _inline_zstd(function, *args):
-    """Run ``function`` with libarchive decompressing zstd itself, in the unpacking thread (before session 10)."""
-    apart = libarchive_io._decompress_apart
-    libarchive_io._decompress_apart = lambda path: False
+def _unpacker(artifact):
+    """Which unpacker ``pack.unpack`` uses for ``artifact`` on this host."""
+    if not libarchive_io.AVAILABLE:
+        return "tarfile"
+    if gnu_tar.program() and pack_mod._many_small_members(artifact):
+        return "GNU tar behind libarchive's check"
+    return "libarchive"
+
+
+def _other_unpacker(artifact):
+    """(name, runner) of the unpacker between GNU tar and libarchive that ``pack.unpack`` does not choose."""
+    if _unpacker(artifact) == "libarchive":
+        return "GNU tar behind libarchive's check", _gnu_tar_unpack
+    return "libarchive", _libarchive_unpack
+
+
+def _gnu_tar_unpack(function, *args):
+    """Run ``function`` with GNU tar unpacking whatever the members' size."""
+    limit, pack_mod.SMALL_MEMBER_BYTES = pack_mod.SMALL_MEMBER_BYTES, float("inf")
     try:
         return function(*args)
     finally:
-        libarchive_io._decompress_apart = apart
+        pack_mod.SMALL_MEMBER_BYTES = limit
 
 
-def _absolute_names(function, *args):
-    """Run ``function`` with libarchive naming members absolutely, as beside another Python thread."""
-    alone = libarchive_io._alone
-    libarchive_io._alone = lambda: False
+def _libarchive_unpack(function, *args):
+    """Run ``function`` with libarchive writing the tree, as on a host without GNU tar."""
+    program = gnu_tar.program
+    gnu_tar.program = lambda: ""
     try:
         return function(*args)
     finally:
-        libarchive_io._alone = alone
+        gnu_tar.program = program
 
 
 def print_many_files(row):
@@ -346,12 +362,9 @@ def print_many_files(row):
               f"  tar+zstd {row[f'cli_{step}_seconds']:.2f} ({row[f'cli_{step}_cpu_seconds']:.2f})"
               f"  ratio {row[f'{step}_ratio_to_cli']:.2f} (median of pairs)"
               f"  tarfile fallback {row[f'tarfile_{step}_seconds']:.2f} ({row[f'tarfile_{step}_cpu_seconds']:.2f})")
-    if "absolute_unpack_seconds" in row:
-        print(f"  unpack with absolute names (a minion with multiprocessing: False) "
-              f"{row['absolute_unpack_seconds']:.2f} ({row['absolute_unpack_cpu_seconds']:.2f})")
-    if "inline_zstd_unpack_seconds" in row:
-        print(f"  unpack with zstd decompressed by libarchive in the same thread "
-              f"{row['inline_zstd_unpack_seconds']:.2f} ({row['inline_zstd_unpack_cpu_seconds']:.2f})")
+    if "libarchive_unpack_seconds" in row:
+        print(f"  unpack by libarchive alone (a host without GNU tar) "
+              f"{row['libarchive_unpack_seconds']:.2f} ({row['libarchive_unpack_cpu_seconds']:.2f})")
 
 
 def tree_bytes_of(root):
@@ -384,11 +397,10 @@ def print_table(results):
               f"{row['unpack_cpu_seconds']:9.2f}{paths}")
     print("path@N G s: pack + bytes over an N Gbit/s link + unpack, the critical path for one peer")
     for row in results["rows"]:
-        if "inline_zstd_unpack_seconds" in row and row["sample"] != "many-files":  # many-files prints its own
+        if "other_unpack_seconds" in row:
             print(f"{row['sample']} {row['method']}: unpack {row['unpack_seconds']:.2f} s "
-                  f"({row['unpack_cpu_seconds']:.2f} CPU-s) with zstd decompressed on a thread of its own, "
-                  f"{row['inline_zstd_unpack_seconds']:.2f} s"
-                  f" ({row['inline_zstd_unpack_cpu_seconds']:.2f}) by libarchive in the unpacking thread")
+                  f"({row['unpack_cpu_seconds']:.2f} CPU-s) by {row['unpacker']} (murder's choice), "
+                  f"{row['other_unpack_seconds']:.2f} s ({row['other_unpack_cpu_seconds']:.2f}) by {row['other_unpacker']}")
 
 
 def parse_args(argv):

@@ -1,4 +1,4 @@
-"""Release archives written by GNU tar: the fast path of :func:`murder_core.pack.pack`.
+"""Release archives written and unpacked by GNU tar: the fast path of :mod:`murder_core.pack`.
 
 Why a process of its own: on a release of 20,000 small files the work is
 per member (a stat, an open, a read, a close, a header), and Python with
@@ -11,7 +11,20 @@ python-zstandard compresses tar's output on a worker thread of libzstd.
 
 GNU tar is part of every Debian and Red Hat system (Debian marks it
 essential). Where it is missing, or the ``tar`` found is another one, pack
-falls back to tarfile.
+falls back to tarfile and unpack to libarchive alone.
+
+Unpacking a release of many small files is the same per-member loop, so it
+is tar's too (``pack.SMALL_MEMBER_BYTES`` says when), behind a gate:
+libarchive reads the archive on a thread of ``pack.unpack`` and passes each
+member through :class:`murder_core.members.MemberGuard`, and only the bytes
+of members the guard passed go on to ``tar --extract`` in the fresh
+staging directory (:func:`murder_core.libarchive_io.check_into`), so tar
+never sees a refused member. tar does not restore owners, setuid, setgid or
+sticky bits (``--no-same-owner``, and ``--no-same-permissions`` under a
+umask of 0 keeps the permission bits exact). Afterwards the guard checks
+that the tree holds exactly what it passed
+(:meth:`~murder_core.members.MemberGuard.verify_tree`), so a header that
+tar read differently from libarchive cannot slip anything in.
 
 The same tree gives the same bytes: names in the walk's order, owners 0 and
 no names, whole-second mtimes (the pax ``mtime`` record is deleted, so the
@@ -19,6 +32,7 @@ ustar field carries them), no atime or ctime, pax header names without a
 process ID, hard links stored as files, and a fixed locale.
 """
 import contextlib
+import fcntl
 import functools
 import os
 import shutil
@@ -37,7 +51,19 @@ _OPTIONS = (
     # The names come from pack's walk, one per NUL, taken as they are: no recursion, no option, no quoting.
     "--no-recursion", "--null", "--verbatim-files-from",
 )
+_EXTRACT_OPTIONS = (
+    "--extract", "--file=-", "--no-same-owner", "--no-same-permissions",
+    # One line a member as tar comes to it: the unpack's heartbeat (extract()).
+    "--verbose",
+)
 _CHUNK = 1 << 17
+POLL_SECONDS = 0.1
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_BYTES = 1 << 20
+
+
+class TarFailed(MurderError):
+    """tar exited with an error; the message holds its last words."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,6 +86,12 @@ def _environment():
            if not key.startswith(("LC_", "TAR_")) and key not in ("LANG", "LANGUAGE", "POSIXLY_CORRECT")}
     env["LC_ALL"] = "C.UTF-8"
     return env
+
+
+def _failed(errors, code):
+    errors.seek(0)
+    said = errors.read().decode("utf-8", "replace").strip().splitlines()
+    raise TarFailed(f"tar failed ({'; '.join(said[-3:]) or f'exit code {code}'})")
 
 
 class _Compressor(threading.Thread):
@@ -91,7 +123,7 @@ def write(out, root, names, compression, level, clamp=None, follow_links=False):
     ``names`` is iterated while tar runs: an exception it raises stops tar
     and is raised here. ``clamp`` is the latest mtime a member may carry;
     with ``follow_links`` a symlink is packed as what it points to.
-    Raises :class:`MurderError` with tar's own words when tar fails.
+    Raises :class:`TarFailed` with tar's own words when tar fails.
     """
     command = [program(), *_OPTIONS, f"--directory={root}"]
     if clamp is not None:
@@ -134,6 +166,84 @@ def write(out, root, names, compression, level, clamp=None, follow_links=False):
         if compressor and compressor.error is not None:
             raise MurderError(f"cannot write the artifact: {compressor.error}") from compressor.error
         if code != 0:
-            errors.seek(0)
-            said = errors.read().decode("utf-8", "replace").strip().splitlines()
-            raise MurderError(f"tar failed ({'; '.join(said[-3:]) or f'exit code {code}'})")
+            _failed(errors, code)
+
+
+class _Feeder(threading.Thread):
+    """Writes the archive's tar bytes into tar's stdin (``feed(sink)``); stops tar when it cannot."""
+
+    def __init__(self, feed, tar, name):
+        super().__init__(name=name, daemon=True)
+        self._feed, self._tar = feed, tar
+        self.error = None
+
+    def run(self):
+        try:
+            self._feed(self._tar.stdin)
+        except BrokenPipeError:
+            pass  # tar stopped reading: its status and its words say why
+        except Exception as exc:  # a corrupt stream: raised again by extract(), where the caller names it
+            self.error = exc
+            with contextlib.suppress(OSError):
+                self._tar.kill()
+        finally:
+            with contextlib.suppress(OSError):
+                self._tar.stdin.close()
+
+
+def _listed(listing, offset, on_member):
+    """Call ``on_member()`` once a line tar wrote to ``listing`` after ``offset``; return the new offset.
+
+    pread: tar writes at the file's shared offset, which reading must not move.
+    """
+    while True:
+        block = os.pread(listing.fileno(), _CHUNK, offset)
+        if not block:
+            return offset
+        offset += len(block)
+        if on_member is not None:
+            for _ in range(block.count(b"\n")):
+                on_member()
+
+
+def extract(staging, feed, on_member=None, feeder_name="murder-untar"):
+    """Run ``tar --extract`` in the directory ``staging`` on the tar bytes that ``feed(sink)`` writes to ``sink``.
+
+    ``feed`` runs on a thread named ``feeder_name`` (decompressing, as
+    ``zstd -dc | tar -x`` does on another core); an exception it raises is
+    raised here. ``on_member()`` is called for each member tar came to, in
+    batches every :data:`POLL_SECONDS`: tar lists them in a file, not a pipe,
+    because reading a line a member from a pipe woke this thread 20,000
+    times for a virtualenv and took the GIL from the feed each time.
+    Raises :class:`TarFailed` with tar's own words when tar fails. Check
+    the archive before, and the tree after: tar is told nothing of the rules.
+    """
+    command = [program(), *_EXTRACT_OPTIONS, f"--directory={staging}"]
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryFile() as listing:
+        tar = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=listing, stderr=errors,
+                               env=_environment(), cwd=staging, umask=0)
+        with contextlib.suppress(OSError):
+            # A pipe of 1 MiB (Linux's most for a user) instead of 64 KiB: the feed rarely waits for tar.
+            fcntl.fcntl(tar.stdin.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        feeder = _Feeder(feed, tar, feeder_name)
+        listed = 0
+        try:
+            feeder.start()
+            while True:
+                try:
+                    tar.wait(POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    listed = _listed(listing, listed, on_member)
+                    continue
+                _listed(listing, listed, on_member)
+                break
+        except BaseException:
+            tar.kill()
+            raise
+        finally:
+            code = tar.wait()
+            feeder.join()
+        if feeder.error is not None:
+            raise feeder.error
+        if code != 0:
+            _failed(errors, code)

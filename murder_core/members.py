@@ -1,8 +1,9 @@
 """What may go into a release tree: the rules every archive member must pass.
 
 One :class:`MemberGuard` checks the members of one archive in order, before
-each is written into a fresh staging directory. Both extractors (libarchive
-and tarfile) and the packer use these rules, so whatever packs also unpacks.
+each is written into a fresh staging directory. Every unpacker (GNU tar
+behind libarchive's check, libarchive, tarfile) and the packer use these
+rules, so whatever packs also unpacks.
 
 Why these rules are enough without looking at the disk: the staging
 directory is new and only this archive writes into it, so the guard knows
@@ -13,7 +14,15 @@ member is written through a link), and names can only descend, or jump
 through another symlink that obeys the same rule. A ``..`` after a name
 would be unsafe once that name becomes a link later in the archive, so it is
 refused, whatever the disk holds at the time.
+
+:func:`verify_tree` closes the one gap left when another program writes
+the tree (GNU tar, see :mod:`murder_core.gnu_tar`): the guard saw the
+archive as libarchive or tarfile read it, and a tar that read a header
+differently could write something else. Afterwards, the tree must hold
+exactly what the guard passed.
 """
+import os
+
 from murder_core.errors import UnsafeArchive
 
 FILE = "file"
@@ -57,7 +66,7 @@ class MemberGuard:
 
     def __init__(self):
         self._seen = {}
-        self._links = set()
+        self._links = {}
 
     def _refuse(self, name, why):
         raise UnsafeArchive(f"refusing archive member {name!r}: {why}")
@@ -92,8 +101,53 @@ class MemberGuard:
             problem = link_target_problem(path, target)
             if problem:
                 self._refuse(path, problem)
-            self._links.add(path)
+            self._links[path] = target
         elif kind == HARDLINK and self._seen.get(canonical(target)) != FILE:
             self._refuse(path, f"hard link to {target!r}, which is not a file earlier in the release")
         self._seen[path] = kind
         return path, mode & 0o777
+
+    def verify_tree(self, root):
+        """Raise :class:`UnsafeArchive` unless ``root`` holds exactly the members this guard passed.
+
+        Directories that only the members' paths imply are allowed; a hard
+        link is a file on disk.
+        """
+        seen = self._seen
+        implied = {path.rsplit("/", depth)[0] for path in seen for depth in range(1, path.count("/") + 1)}
+        found = 0
+        for path, kind, target in _on_disk(root):
+            expected = seen.get(path)
+            if expected is None:
+                if kind == DIRECTORY and path in implied:
+                    continue
+                raise UnsafeArchive(f"refusing the unpacked release: {path!r} ({kind}) is no member the check passed")
+            found += 1
+            if (FILE if expected == HARDLINK else expected) != kind:
+                raise UnsafeArchive(f"refusing the unpacked release: {path!r} is a {kind}, the archive said {expected}")
+            if kind == SYMLINK and target != self._links[path]:
+                raise UnsafeArchive(f"refusing the unpacked release: the symlink {path!r} points at {target!r}, "
+                                    f"the archive said {self._links[path]!r}")
+        if found != len(seen):
+            missing = sorted(set(seen) - {path for path, _, _ in _on_disk(root)})
+            raise UnsafeArchive(f"refusing the unpacked release: {missing[0]!r} was not written")
+
+
+def _on_disk(root):
+    """Yield ``(path, kind, target)`` of everything under ``root``, paths relative to it."""
+    pending = [("", root)]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                path = prefix + entry.name
+                if entry.is_symlink():
+                    yield path, SYMLINK, os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append((path + "/", entry.path))
+                    yield path, DIRECTORY, ""
+                elif entry.is_file(follow_symlinks=False):
+                    yield path, FILE, ""
+                else:
+                    yield path, "special file", ""
+

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import re
 import stat
 import tarfile
 import threading
@@ -53,26 +54,31 @@ def snapshot(root):
     return entries
 
 
-@pytest.fixture(autouse=True, params=["native", "native-threaded", "tarfile"])
+@pytest.fixture(autouse=True, params=["native", "libarchive", "libarchive-threaded", "tarfile"])
 def backend(request, monkeypatch):
-    """Every test runs on each path: GNU tar and libarchive alone in its process, the same beside another thread,
-    and tarfile both ways.
+    """Every test runs on each path: GNU tar (unpacking what libarchive checked), libarchive without GNU tar,
+    and tarfile.
 
-    Alone, libarchive names members relative to the staging directory; beside another Python thread (a Salt
-    job with ``multiprocessing: False``) it names them absolutely. None leaves the working directory changed.
+    libarchive runs alone in its process and beside another Python thread: alone, it names members relative
+    to the staging directory; beside another thread (a Salt job with ``multiprocessing: False``) it names them
+    absolutely. None leaves the working directory changed.
     """
-    if request.param.startswith("native") and not libarchive_io.AVAILABLE:
+    if request.param != "tarfile" and not libarchive_io.AVAILABLE:
         pytest.skip(libarchive_io.MISSING)
     if request.param.startswith("native") and not gnu_tar.program():
         pytest.skip("GNU tar is not on the PATH")
     if request.param == "tarfile":
         monkeypatch.setattr(libarchive_io, "AVAILABLE", False)
+    if request.param == "native":
+        # GNU tar unpacks every archive here, not only those of small files (test_the_unpacker_suits_the_members).
+        monkeypatch.setattr(pack, "SMALL_MEMBER_BYTES", float("inf"))
+    else:
         monkeypatch.setattr(gnu_tar, "program", lambda: "")
-    if request.param != "native-threaded":
+    if not request.param.endswith("-threaded"):
         # libarchive: as in a murder.peer job, whatever threads pytest's plugins run.
-        monkeypatch.setattr(libarchive_io, "_alone", lambda: request.param == "native")
+        monkeypatch.setattr(libarchive_io, "_alone", lambda: request.param != "tarfile")
     cwd = os.getcwd()
-    with other_thread_running(request.param == "native-threaded"):
+    with other_thread_running(request.param.endswith("-threaded")):
         yield request.param
     assert os.getcwd() == cwd
 
@@ -97,7 +103,7 @@ def test_libarchive_names_members_relative_to_the_staging_directory_only_when_al
     staging.mkdir()
     cwd = os.getcwd()
     with libarchive_io._names_under(str(staging)) as prefix:
-        if backend != "native":  # another Python thread runs
+        if backend not in ("native", "libarchive"):  # another Python thread runs, or tarfile's fixture says so
             assert prefix == os.path.realpath(staging) + "/" and os.getcwd() == cwd
         else:
             assert prefix == "" and os.getcwd() == os.path.realpath(staging)
@@ -237,11 +243,11 @@ def test_gnu_tar_writes_the_artifact_where_the_host_has_it(tree, tmp_path, monke
     write = gnu_tar.write
     monkeypatch.setattr(gnu_tar, "write", lambda *args, **kwargs: (calls.append(args[1]), write(*args, **kwargs)))
     pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
-    assert calls == ([] if backend == "tarfile" else [str(tree)])
+    assert calls == ([str(tree)] if backend == "native" else [])
 
 
 def test_a_file_gone_before_tar_reads_it_fails_the_pack_in_tars_words(tree, tmp_path, monkeypatch, backend):
-    if backend == "tarfile":
+    if backend != "native":
         pytest.skip("tarfile reads each file as the walk reaches it: only a separate tar can find one gone")
     walk = pack._walk
 
@@ -407,17 +413,28 @@ def _unzstd_threads():
     return [thread for thread in threading.enumerate() if thread.name == "murder-unzstd"]
 
 
-def test_libarchive_reads_a_zstd_artifact_decompressed_on_a_thread_of_its_own(tree, tmp_path, backend):
+def _threads(name):
+    return [thread for thread in threading.enumerate() if thread.name == name]
+
+
+def test_a_zstd_artifact_is_decompressed_beside_the_member_loop(tree, tmp_path, monkeypatch, backend):
+    """GNU tar gets it from a thread that decompresses and checks; libarchive from a thread that decompresses."""
     # First in the archive, and more blocks than the thread may keep ready: it still runs when the members come.
     (tree / "aaa-big.bin").write_bytes(os.urandom(8 << 20))
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    checked_on = []
+    check_into = libarchive_io.check_into
+    monkeypatch.setattr(libarchive_io, "check_into", lambda *args: (
+        checked_on.append(threading.current_thread().name), check_into(*args))[1])
     seen = []
-    pack.unpack(artifact.path, str(tmp_path / "r1"), on_member=lambda: seen.append(len(_unzstd_threads())))
-    if backend == "tarfile":  # the fallback decompresses in its own loop
-        assert seen and max(seen) == 0
+    pack.unpack(artifact.path, str(tmp_path / "r1"), on_member=lambda: seen.append(len(_threads("murder-unzstd"))))
+    if backend == "native":
+        assert checked_on == ["murder-untar-feed"] and seen and max(seen) == 0
+    elif backend == "tarfile":  # the fallback decompresses in its own loop
+        assert checked_on == [] and seen and max(seen) == 0
     else:
-        assert seen[0] == 1 and max(seen) == 1
-    assert _unzstd_threads() == []
+        assert checked_on == [] and seen[0] == 1 and max(seen) == 1
+    assert _threads("murder-unzstd") == [] and _threads("murder-untar-feed") == []
     assert (tmp_path / "r1" / "aaa-big.bin").read_bytes() == (tree / "aaa-big.bin").read_bytes()
     assert (tmp_path / "r1" / "bin" / "run").read_text() == "#!/bin/sh\necho run\n"
 
@@ -474,6 +491,138 @@ def test_unpack_refuses_existing_destination(tree, tmp_path):
 
 
 def test_setuid_and_setgid_bits_are_dropped(tmp_path):
+    member = _member("bin/tool")
+    member.mode = 0o6755
+    archive = _archive(tmp_path / "suid.tar", member)
+    pack.unpack(archive, str(tmp_path / "r1"))
+    assert stat.S_IMODE(os.stat(tmp_path / "r1" / "bin" / "tool").st_mode) == 0o755
+
+
+def test_gnu_tar_unpacks_where_the_host_has_it(tree, tmp_path, monkeypatch, backend):
+    calls = []
+    extract = gnu_tar.extract
+    monkeypatch.setattr(gnu_tar, "extract", lambda *args, **kwargs: (calls.append(1), extract(*args, **kwargs)))
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    pack.unpack(artifact.path, str(tmp_path / "r1"))
+    assert calls == ([1] if backend == "native" else [])
+    assert snapshot(tmp_path / "r1") == {path: entry for path, entry in snapshot(tree).items()
+                                         if not path.startswith(".git")}
+
+
+@pytest.mark.parametrize("shape,by_tar", [("many small files", True), ("a few large ones", False)])
+def test_the_unpacker_suits_the_members(tmp_path, monkeypatch, backend, shape, by_tar):
+    if backend != "native":
+        pytest.skip("the choice is between GNU tar and libarchive")
+    monkeypatch.setattr(pack, "SMALL_MEMBER_BYTES", 8 << 10)  # the default, which the fixture lifted
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(300 if by_tar else 3):
+        (source / f"f{index:03d}").write_bytes(os.urandom(1000 if by_tar else 400_000))
+    artifact = pack.pack(str(source), str(tmp_path / "a.tar.zst"))
+    calls = []
+    extract = gnu_tar.extract
+    monkeypatch.setattr(gnu_tar, "extract", lambda *args, **kwargs: (calls.append(1), extract(*args, **kwargs)))
+    pack.unpack(artifact.path, str(tmp_path / "r1"))
+    assert calls == ([1] if by_tar else [])
+    assert snapshot(tmp_path / "r1") == snapshot(source)
+
+
+def _tar_that_also_writes(monkeypatch, write):
+    """GNU tar as if it had read a header otherwise than the check did: ``write(staging)`` adds to its work."""
+    extract = gnu_tar.extract
+
+    def differing(staging, *args, **kwargs):
+        extract(staging, *args, **kwargs)
+        write(staging)
+
+    monkeypatch.setattr(gnu_tar, "extract", differing)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("differs,named", [
+    (lambda staging: open(os.path.join(staging, "smuggled"), "w").close(), "'smuggled' (file) is no member"),
+    (lambda staging: os.mkfifo(os.path.join(staging, "bin", "pipe")), "'bin/pipe' (special file)"),
+    (lambda staging: (os.unlink(os.path.join(staging, "link-to-dir")),
+                      os.symlink("..", os.path.join(staging, "link-to-dir"))), "'link-to-dir' points at '..'"),
+    (lambda staging: (os.unlink(os.path.join(staging, "conf", "app.yaml")),
+                      os.mkdir(os.path.join(staging, "conf", "app.yaml"))), "'conf/app.yaml' is a directory"),
+    (lambda staging: os.unlink(os.path.join(staging, "data.bin")), "'data.bin' was not written"),
+], ids=["extra file", "fifo", "symlink target", "kind", "missing"])
+def test_a_tree_unlike_the_checked_archive_is_refused_with_nothing_written(tree, tmp_path, monkeypatch, backend,
+                                                                          differs, named):
+    if backend != "native":
+        pytest.skip("only GNU tar unpacks what another reader checked")
+    artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
+    _tar_that_also_writes(monkeypatch, differs)
+    releases = tmp_path / "releases"
+    with pytest.raises(UnsafeArchive, match="refusing the unpacked release: .*" + re.escape(named)):
+        pack.unpack(artifact.path, str(releases / "r1"))
+    assert os.listdir(releases) == []
+
+
+@pytest.mark.bad_input
+def test_the_unpacking_tar_gets_no_byte_of_a_refused_member(tmp_path, backend):
+    if backend != "native":
+        pytest.skip("the gate stands before GNU tar")
+    big = tarfile.TarInfo("big.bin")
+    # The refused member's headers (a pax header with its long name, then its own) begin 512 bytes before a
+    # block of the gate ends: libarchive reads the next block before it knows the member.
+    assert (3 << 20) % libarchive_io._TEE_BLOCK_BYTES == 0
+    big.size, big.mode = (3 << 20) - 3 * 512, 0o644
+    evil = "murder-evil-link-" + "x" * 100
+    plain = tmp_path / "evil.tar"
+    with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_member("dir", tarfile.DIRTYPE))
+        tar.addfile(big, io.BytesIO(b"\xab" * big.size))
+        tar.addfile(_member(evil, tarfile.SYMTYPE, "/etc"))
+        tar.addfile(_member("after.txt"), io.BytesIO(b""))
+    sink = io.BytesIO()
+    with open(plain, "rb") as stream, pytest.raises(UnsafeArchive, match="murder-evil-link"):
+        libarchive_io.check_into(stream, sink)
+    given = sink.getvalue()
+    # Nothing of the refused member or after it went on; the big file's data did, but for the last block or two.
+    with tarfile.open(plain) as tar:
+        refused = next(member for member in tar if member.name == evil)
+    assert len(given) <= refused.offset
+    assert given.count(b"\xab") >= big.size - 2 * libarchive_io._TEE_BLOCK_BYTES
+    assert b"murder-evil-link" not in given and b"after.txt" not in given
+
+
+def test_the_gate_passes_a_large_file_on_before_the_next_header_is_read(tmp_path, backend):
+    """The bytes held back are at most a few blocks, whatever the size of a member."""
+    if backend != "native":
+        pytest.skip("the gate stands before GNU tar")
+    big = tarfile.TarInfo("big.bin")
+    big.size, big.mode = 16 << 20, 0o644
+    plain = tmp_path / "big.tar"
+    with tarfile.open(plain, "w") as tar:
+        tar.addfile(big, io.BytesIO(os.urandom(big.size)))
+    held = []
+
+    class Sink:
+        def __init__(self):
+            self.size = 0
+
+        def write(self, block):
+            self.size += len(block)
+
+    sink = Sink()
+    with open(plain, "rb") as source:
+
+        class Stream:
+            def read(self, size):
+                block = source.read(size)
+                held.append(source.tell() - sink.size)  # bytes read but not yet passed on
+                return block
+
+        libarchive_io.check_into(Stream(), sink)
+    assert sink.size == os.path.getsize(plain)
+    assert max(held) <= 4 * libarchive_io._TEE_BLOCK_BYTES
+
+
+def test_tar_gets_no_option_from_the_environment(tree, tmp_path, monkeypatch):
+    # TAR_OPTIONS would make tar keep owners and setuid bits; the unpack must not inherit it.
+    monkeypatch.setenv("TAR_OPTIONS", "--same-permissions --same-owner --to-stdout")
     member = _member("bin/tool")
     member.mode = 0o6755
     archive = _archive(tmp_path / "suid.tar", member)
