@@ -175,14 +175,19 @@ class _Tee:
         self.allowed = 0
         self._current = None  # the block libarchive is reading: alive until it asks for the next
         self.error = None
+        self.sink_error = None
         self.callback = ffi.READ_CALLBACK(self.read)  # libarchive keeps a pointer: so must we
 
     def read(self, archive, client_data, buffer):
         """libarchive's read callback: the next block's address in ``buffer``, its length; 0 at the end, -1 failed."""
         try:
             self._release()
+        except OSError as exc:  # the sink is gone (tar ended): check_into raises it as it is
+            self.sink_error = exc
+            return -1
+        try:
             block = self._stream.read(_TEE_BLOCK_BYTES)
-        except Exception as exc:  # a corrupt stream, or the sink gone; raised by _Reader.failed
+        except Exception as exc:  # a corrupt stream; raised by _Reader.failed
             self.error = exc
             return -1
         if not block:
@@ -340,6 +345,10 @@ def check_into(stream, sink):
                 # And its data, up to the next header: a file's size is the data libarchive skips.
                 tee.allowed = _filter_bytes(pointer, 0) + -(-_entry_size(entry) // 512) * 512
         tee.release_rest()
+    except Exception:
+        if tee.sink_error is not None:  # not the archive's fault: the unpacker stopped reading
+            raise tee.sink_error from None
+        raise
     finally:
         reader.close()
         ffi.entry_free(entry)

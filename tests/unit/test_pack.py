@@ -620,6 +620,26 @@ def test_the_gate_passes_a_large_file_on_before_the_next_header_is_read(tmp_path
     assert max(held) <= 4 * libarchive_io._TEE_BLOCK_BYTES
 
 
+@pytest.mark.fault
+def test_a_tar_that_stops_reading_fails_the_unpack_in_its_own_words(tmp_path, monkeypatch, backend):
+    """Not as a broken archive: the gate's broken pipe is tar's doing, and tar says why."""
+    if backend != "native":
+        pytest.skip("only GNU tar reads what the gate passes on")
+    source = tmp_path / "src"
+    source.mkdir()
+    for index in range(2000):  # 3 MB of tar: more than tar's pipe holds
+        (source / f"f{index:04d}").write_bytes(os.urandom(1000))
+    artifact = pack.pack(str(source), str(tmp_path / "a.tar.zst"))
+    crashing = tmp_path / "tar"
+    crashing.write_text("#!/bin/sh\nhead -c 4096 >/dev/null\necho 'tar: simulated crash' >&2\nexit 2\n")
+    crashing.chmod(0o755)
+    monkeypatch.setattr(gnu_tar, "program", lambda: str(crashing))
+    with pytest.raises(MurderError, match=r"cannot unpack .*: tar failed \(tar: simulated crash\)") as raised:
+        pack.unpack(artifact.path, str(tmp_path / "releases" / "r1"))
+    assert not isinstance(raised.value, UnsafeArchive)
+    assert os.listdir(tmp_path / "releases") == []
+
+
 def test_tar_gets_no_option_from_the_environment(tree, tmp_path, monkeypatch):
     # TAR_OPTIONS would make tar keep owners and setuid bits; the unpack must not inherit it.
     monkeypatch.setenv("TAR_OPTIONS", "--same-permissions --same-owner --to-stdout")
