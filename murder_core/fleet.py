@@ -13,6 +13,8 @@ dropped the engine).
 from dataclasses import dataclass
 
 PENDING, DOWNLOADING, DONE, FAILED, TIMED_OUT = "pending", "downloading", "done", "failed", "timed out"
+# The deploy failed on the master before it asked any host for anything (a name published with other content).
+NOT_STARTED = "not started"
 
 
 @dataclass
@@ -40,7 +42,7 @@ class MinionState:
 
     @property
     def finished(self):
-        return self.state in (DONE, FAILED, TIMED_OUT)
+        return self.state in (DONE, FAILED, TIMED_OUT, NOT_STARTED)
 
 
 class Fleet:

@@ -223,7 +223,11 @@ class Deploy:
     def fail(self, error):
         """The deploy failed on the master (packing, the seeder, the engine stopping)."""
         self.error = str(error)
-        self.hosts.fail_unfinished(f"the deploy failed on the master: {self.error}")
+        if self._distributing_since is None:  # no host was asked for anything: none failed
+            self.hosts.fail_unfinished(f"not started: the deploy failed on the master first: {self.error}",
+                                       fleet.NOT_STARTED)
+        else:
+            self.hosts.fail_unfinished(f"the deploy failed on the master: {self.error}")
         self.say(f"deploy {self.deploy_id} failed on the master: {self.error}")
 
     def finish(self):
@@ -302,7 +306,7 @@ def interrupted(record, why):
     record["state"], record["result"], record["changed"] = FAILED, False, False
     record["error"] = why
     for minion in record.get("minions", {}).values():
-        if minion.get("state") not in (fleet.FAILED, fleet.TIMED_OUT):
+        if minion.get("state") not in (fleet.FAILED, fleet.TIMED_OUT, fleet.NOT_STARTED):
             minion["result"] = False
             if not minion.get("activated"):
                 minion["comment"] = why

@@ -77,6 +77,21 @@ def test_a_failure_on_the_master_fails_every_unfinished_host():
     assert summary["minions"]["m2"]["comment"] == "the deploy failed on the master: cannot pack: disk full"
 
 
+def test_a_failure_on_the_master_before_the_start_event_leaves_every_host_not_started():
+    asked = DeployRequest.from_arguments(dict(source="/srv/builds/shop", app="shop", tgt="m*", release="r1"),
+                                         dict(config.DEFAULTS), lambda: "r0")
+    deploy = lifecycle.Deploy("shop-r1-abc", asked, MINIONS, silence_timeout=10, progress_interval=2,
+                              clock=Clock(), wall=lambda: 1.0)
+    deploy.fail("release r1 of app shop is already published with other content")
+    summary = deploy.finish()
+    assert summary["result"] is False and summary["state"] == "failed"
+    assert {m["state"] for m in summary["minions"].values()} == {"not started"}
+    assert summary["minions"]["m1"]["comment"] == (
+        "not started: the deploy failed on the master first: "
+        "release r1 of app shop is already published with other content")
+    assert deploy.hosts.failed() == []
+
+
 def test_an_interrupted_record_is_failed_with_the_reason():
     deploy = make_deploy(Clock())
     record = lifecycle.interrupted(deploy.summary(), "the engine stopped")
