@@ -46,6 +46,7 @@ def test_a_release_name_reused_for_other_content_fails_and_changes_nothing(salt_
     ret = deploy(salt_run_cli, f"source={other}", "app=same", "release=r1", f"base_dir={app_root}")
     assert ret.returncode != 0 and ret.data["result"] is False
     assert "release r1 of app same is already published with other content" in ret.data["error"]
+    assert {host["state"] for host in ret.data["minions"].values()} == {"not started"}, ret.stdout
     assert_still_first(app_root)
 
     # ... and each minion refuses it once the master no longer remembers it (keep_published: 3).
