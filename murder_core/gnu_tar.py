@@ -229,6 +229,11 @@ def extract(staging, feed, on_member=None, feeder_name="murder-untar"):
         listed = 0
         try:
             feeder.start()
+        except BaseException:
+            tar.kill()
+            tar.wait()
+            raise
+        try:
             while True:
                 try:
                     tar.wait(POLL_SECONDS)

@@ -66,6 +66,7 @@ if ffi is not None:
     _header_position = _raw("read_header_position", [c_void_p], c_longlong)
     _filter_bytes = _raw("filter_bytes", [c_void_p, c_int], c_longlong)
     _entry_size = _raw("entry_size", [c_void_p], c_longlong)
+    _sparse_count = _raw("entry_sparse_count", [c_void_p], c_int)
 
 AVAILABLE = ffi is not None
 _CHUNK = 1 << 20
@@ -233,8 +234,11 @@ class _Reader:
         self._source = source
         try:
             ffi.read_support_format_tar(self.pointer)
-            ffi.read_support_filter_zstd(self.pointer)
-            ffi.read_support_filter_gzip(self.pointer)
+            if not isinstance(source, _Tee):
+                # A tee's stream is decompressed already: what libarchive took for a compressed one (zstd's
+                # skippable frames included) would be another archive than the bytes tar gets.
+                ffi.read_support_filter_zstd(self.pointer)
+                ffi.read_support_filter_gzip(self.pointer)
             ffi.read_support_filter_none(self.pointer)
             if source is None and _decompress_apart(path):
                 self._source = _Unzstd(path)
@@ -341,8 +345,9 @@ def check_into(stream, sink):
         for name, kind, target, mode in reader.members(entry):
             tee.allowed = _header_position(pointer)  # the members before this one all passed
             guard.check(name, kind, target, mode)
-            if kind == members.FILE:
-                # And its data, up to the next header: a file's size is the data libarchive skips.
+            if kind == members.FILE and not _sparse_count(entry):
+                # And its data, up to the next header: a file's size is the data libarchive skips
+                # (a sparse file's is not: its bytes go on with the next header).
                 tee.allowed = _filter_bytes(pointer, 0) + -(-_entry_size(entry) // 512) * 512
         tee.release_rest()
     except Exception:

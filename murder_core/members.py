@@ -110,16 +110,18 @@ class MemberGuard:
     def verify_tree(self, root):
         """Raise :class:`UnsafeArchive` unless ``root`` holds exactly the members this guard passed.
 
-        Directories that only the members' paths imply are allowed; a hard
-        link is a file on disk.
+        Directories that only the members' paths imply are allowed, and
+        returned (their paths, relative to ``root``); a hard link is a file
+        on disk.
         """
         seen = self._seen
         implied = {path.rsplit("/", depth)[0] for path in seen for depth in range(1, path.count("/") + 1)}
-        found = 0
+        found, made = 0, []
         for path, kind, target in _on_disk(root):
             expected = seen.get(path)
             if expected is None:
                 if kind == DIRECTORY and path in implied:
+                    made.append(path)
                     continue
                 raise UnsafeArchive(f"refusing the unpacked release: {path!r} ({kind}) is no member the check passed")
             found += 1
@@ -131,6 +133,7 @@ class MemberGuard:
         if found != len(seen):
             missing = sorted(set(seen) - {path for path, _, _ in _on_disk(root)})
             raise UnsafeArchive(f"refusing the unpacked release: {missing[0]!r} was not written")
+        return made
 
 
 def _on_disk(root):

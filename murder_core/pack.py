@@ -395,6 +395,7 @@ _DISK_ERRNOS = {errno.ENOENT, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EP
 # saved about 8 us a member on 20,000 small files and cost about 1.4 ns a byte more on 200 MB of large ones,
 # the bytes crossing a pipe twice; even at about 6 KB).
 SMALL_MEMBER_BYTES = 8 << 10
+_IMPLIED_DIRECTORY_MODE = 0o755
 
 
 def _many_small_members(artifact):
@@ -412,7 +413,12 @@ def _extract(artifact, staging, on_member):
                 checked.append(libarchive_io.check_into(_open_stream(handle), sink))
 
         gnu_tar.extract(staging, feed, on_member, feeder_name="murder-untar-feed")
-        checked[0].verify_tree(staging)
+        if not checked:  # the feed stopped without a word and tar took what it had as the whole archive
+            raise UnsafeArchive(f"cannot unpack {artifact}: not a valid release archive (it ended early)")
+        for implied in checked[0].verify_tree(staging):
+            # tar ran under a umask of 0 to keep the members' modes exact: a directory that no member
+            # names gets the mode libarchive and tarfile give it.
+            os.chmod(os.path.join(staging, implied), _IMPLIED_DIRECTORY_MODE)
         return
     if libarchive_io.AVAILABLE:
         libarchive_io.extract(artifact, staging, on_member)

@@ -4,6 +4,7 @@ import io
 import os
 import re
 import stat
+import subprocess
 import tarfile
 import threading
 
@@ -586,6 +587,62 @@ def test_the_unpacking_tar_gets_no_byte_of_a_refused_member(tmp_path, backend):
     assert len(given) <= refused.offset
     assert given.count(b"\xab") >= big.size - 2 * libarchive_io._TEE_BLOCK_BYTES
     assert b"murder-evil-link" not in given and b"after.txt" not in given
+
+
+@pytest.mark.bad_input
+def test_the_gate_reads_the_stream_as_tar_takes_it_not_as_a_compressed_one(tmp_path, backend):
+    """A stream that is compressed once more is no archive to tar: libarchive must not decompress it for the check."""
+    if backend != "native":
+        pytest.skip("the gate stands before GNU tar")
+    inner = tmp_path / "inner.tar"
+    with tarfile.open(inner, "w") as tar:
+        tar.addfile(_member("ok.txt"), io.BytesIO(b"bad"))
+    sink = io.BytesIO()
+    with open(_zstd(inner), "rb") as stream, pytest.raises(libarchive_io.Error):
+        libarchive_io.check_into(stream, sink)
+    assert sink.getvalue() == b""
+
+
+def test_the_gate_never_opens_beyond_the_archive_for_a_sparse_file(tmp_path, monkeypatch, backend):
+    """A sparse file's size is not the bytes it takes in the archive."""
+    if backend != "native":
+        pytest.skip("the gate stands before GNU tar")
+    source = tmp_path / "src"
+    source.mkdir()
+    with open(source / "holes.bin", "wb") as handle:
+        handle.truncate(64 << 20)
+        handle.write(b"data")
+    (source / "after.txt").write_text("after\n")
+    archive = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "-C", str(source), "-cf", str(archive), "holes.bin", "after.txt"], check=True)
+    opened = []
+
+    class Tee(libarchive_io._Tee):
+        @property
+        def allowed(self):
+            return opened[-1] if opened else 0
+
+        @allowed.setter
+        def allowed(self, value):
+            opened.append(value)
+
+    monkeypatch.setattr(libarchive_io, "_Tee", Tee)
+    sink = io.BytesIO()
+    with open(archive, "rb") as stream:
+        libarchive_io.check_into(stream, sink)
+    assert sink.getvalue() == archive.read_bytes()
+    assert max(opened) <= os.path.getsize(archive)
+
+
+def test_directories_no_member_names_get_the_usual_mode(tmp_path, backend):
+    archive = _archive(tmp_path / "deep.tar", _member("lib/python/pkg/mod.py"))
+    umask = os.umask(0o022)
+    try:
+        pack.unpack(archive, str(tmp_path / "r1"))
+    finally:
+        os.umask(umask)
+    for directory in ("lib", "lib/python", "lib/python/pkg"):
+        assert stat.S_IMODE(os.stat(tmp_path / "r1" / directory).st_mode) == 0o755, directory
 
 
 def test_the_gate_passes_a_large_file_on_before_the_next_header_is_read(tmp_path, backend):
