@@ -2,6 +2,8 @@
 
 The tracker and seeders are real (libtorrent on loopback); only Salt is left out.
 """
+import time
+
 import pytest
 
 from murder_core import config, engine as engine_core
@@ -44,12 +46,15 @@ def source(tmp_path, name):
     return str(path)
 
 
-def run_until(engine, done, passes=500):
-    for _ in range(passes):
+def run_until(engine, done, deadline_seconds=60):
+    # A count of passes was a race: the engine has several workers, so a no-op on an idle one returned
+    # at once while another still packed, and 500 passes could be over first (seen once in CI).
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
         engine.tick()
         if done():
             return
-        engine._pool.submit(lambda: None).result()  # let a worker finish its pack
+        time.sleep(0.01)  # a poll of the engine's own loop, bounded by the deadline
     pytest.fail("the engine did not get there")
 
 
