@@ -84,6 +84,10 @@ def backend(request, monkeypatch):
     assert os.getcwd() == cwd
 
 
+# Tests of GNU tar's part alone (the gate, tar's messages, the choice of unpacker): the other backends have none.
+NATIVE_ONLY = pytest.mark.parametrize("backend", ["native"], indirect=True)
+
+
 @contextlib.contextmanager
 def other_thread_running(wanted=True):
     if not wanted:
@@ -247,9 +251,8 @@ def test_gnu_tar_writes_the_artifact_where_the_host_has_it(tree, tmp_path, monke
     assert calls == ([str(tree)] if backend == "native" else [])
 
 
+@NATIVE_ONLY
 def test_a_file_gone_before_tar_reads_it_fails_the_pack_in_tars_words(tree, tmp_path, monkeypatch, backend):
-    if backend != "native":
-        pytest.skip("tarfile reads each file as the walk reaches it: only a separate tar can find one gone")
     walk = pack._walk
 
     def racing_walk(root, excludes):
@@ -511,9 +514,8 @@ def test_gnu_tar_unpacks_where_the_host_has_it(tree, tmp_path, monkeypatch, back
 
 
 @pytest.mark.parametrize("shape,by_tar", [("many small files", True), ("a few large ones", False)])
+@NATIVE_ONLY
 def test_the_unpacker_suits_the_members(tmp_path, monkeypatch, backend, shape, by_tar):
-    if backend != "native":
-        pytest.skip("the choice is between GNU tar and libarchive")
     monkeypatch.setattr(pack, "SMALL_MEMBER_BYTES", 8 << 10)  # the default, which the fixture lifted
     source = tmp_path / "src"
     source.mkdir()
@@ -549,10 +551,9 @@ def _tar_that_also_writes(monkeypatch, write):
                       os.mkdir(os.path.join(staging, "conf", "app.yaml"))), "'conf/app.yaml' is a directory"),
     (lambda staging: os.unlink(os.path.join(staging, "data.bin")), "'data.bin' was not written"),
 ], ids=["extra file", "fifo", "symlink target", "kind", "missing"])
+@NATIVE_ONLY
 def test_a_tree_unlike_the_checked_archive_is_refused_with_nothing_written(tree, tmp_path, monkeypatch, backend,
                                                                           differs, named):
-    if backend != "native":
-        pytest.skip("only GNU tar unpacks what another reader checked")
     artifact = pack.pack(str(tree), str(tmp_path / "a.tar.zst"))
     _tar_that_also_writes(monkeypatch, differs)
     releases = tmp_path / "releases"
@@ -562,9 +563,8 @@ def test_a_tree_unlike_the_checked_archive_is_refused_with_nothing_written(tree,
 
 
 @pytest.mark.bad_input
+@NATIVE_ONLY
 def test_the_unpacking_tar_gets_no_byte_of_a_refused_member(tmp_path, backend):
-    if backend != "native":
-        pytest.skip("the gate stands before GNU tar")
     big = tarfile.TarInfo("big.bin")
     # The refused member's headers (a pax header with its long name, then its own) begin 512 bytes before a
     # block of the gate ends: libarchive reads the next block before it knows the member.
@@ -590,10 +590,9 @@ def test_the_unpacking_tar_gets_no_byte_of_a_refused_member(tmp_path, backend):
 
 
 @pytest.mark.bad_input
+@NATIVE_ONLY
 def test_the_gate_reads_the_stream_as_tar_takes_it_not_as_a_compressed_one(tmp_path, backend):
     """A stream that is compressed once more is no archive to tar: libarchive must not decompress it for the check."""
-    if backend != "native":
-        pytest.skip("the gate stands before GNU tar")
     inner = tmp_path / "inner.tar"
     with tarfile.open(inner, "w") as tar:
         tar.addfile(_member("ok.txt"), io.BytesIO(b"bad"))
@@ -603,10 +602,9 @@ def test_the_gate_reads_the_stream_as_tar_takes_it_not_as_a_compressed_one(tmp_p
     assert sink.getvalue() == b""
 
 
+@NATIVE_ONLY
 def test_the_gate_never_opens_beyond_the_archive_for_a_sparse_file(tmp_path, monkeypatch, backend):
     """A sparse file's size is not the bytes it takes in the archive."""
-    if backend != "native":
-        pytest.skip("the gate stands before GNU tar")
     source = tmp_path / "src"
     source.mkdir()
     with open(source / "holes.bin", "wb") as handle:
@@ -645,10 +643,9 @@ def test_directories_no_member_names_get_the_usual_mode(tmp_path, backend):
         assert stat.S_IMODE(os.stat(tmp_path / "r1" / directory).st_mode) == 0o755, directory
 
 
+@NATIVE_ONLY
 def test_the_gate_passes_a_large_file_on_before_the_next_header_is_read(tmp_path, backend):
     """The bytes held back are at most a few blocks, whatever the size of a member."""
-    if backend != "native":
-        pytest.skip("the gate stands before GNU tar")
     big = tarfile.TarInfo("big.bin")
     big.size, big.mode = 16 << 20, 0o644
     plain = tmp_path / "big.tar"
@@ -678,10 +675,9 @@ def test_the_gate_passes_a_large_file_on_before_the_next_header_is_read(tmp_path
 
 
 @pytest.mark.fault
+@NATIVE_ONLY
 def test_a_tar_that_stops_reading_fails_the_unpack_in_its_own_words(tmp_path, monkeypatch, backend):
     """Not as a broken archive: the gate's broken pipe is tar's doing, and tar says why."""
-    if backend != "native":
-        pytest.skip("only GNU tar reads what the gate passes on")
     source = tmp_path / "src"
     source.mkdir()
     for index in range(2000):  # 3 MB of tar: more than tar's pipe holds
