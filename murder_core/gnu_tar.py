@@ -206,10 +206,13 @@ def _listed(listing, offset, on_member):
                 on_member()
 
 
-def extract(staging, feed, on_member=None, feeder_name="murder-untar"):
+FEEDER_THREAD = "murder-untar-feed"
+
+
+def extract(staging, feed, on_member=None):
     """Run ``tar --extract`` in the directory ``staging`` on the tar bytes that ``feed(sink)`` writes to ``sink``.
 
-    ``feed`` runs on a thread named ``feeder_name`` (decompressing, as
+    ``feed`` runs on a thread named :data:`FEEDER_THREAD` (decompressing, as
     ``zstd -dc | tar -x`` does on another core); an exception it raises is
     raised here. ``on_member()`` is called for each member tar came to, in
     batches every :data:`POLL_SECONDS`: tar lists them in a file, not a pipe,
@@ -225,7 +228,7 @@ def extract(staging, feed, on_member=None, feeder_name="murder-untar"):
         with contextlib.suppress(OSError):
             # A pipe of 1 MiB (Linux's most for a user) instead of 64 KiB: the feed rarely waits for tar.
             fcntl.fcntl(tar.stdin.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-        feeder = _Feeder(feed, tar, feeder_name)
+        feeder = _Feeder(feed, tar, FEEDER_THREAD)
         listed = 0
         try:
             feeder.start()

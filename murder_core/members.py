@@ -15,7 +15,7 @@ through another symlink that obeys the same rule. A ``..`` after a name
 would be unsafe once that name becomes a link later in the archive, so it is
 refused, whatever the disk holds at the time.
 
-:func:`verify_tree` closes the one gap left when another program writes
+:meth:`MemberGuard.verify_tree` closes the one gap left when another program writes
 the tree (GNU tar, see :mod:`murder_core.gnu_tar`): the guard saw the
 archive as libarchive or tarfile read it, and a tar that read a header
 differently could write something else. Afterwards, the tree must hold
@@ -153,4 +153,3 @@ def _on_disk(root):
                     yield path, FILE, ""
                 else:
                     yield path, "special file", ""
-

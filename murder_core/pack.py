@@ -412,7 +412,7 @@ def _extract(artifact, staging, on_member):
             with open(artifact, "rb") as handle:
                 checked.append(libarchive_io.check_into(_open_stream(handle), sink))
 
-        gnu_tar.extract(staging, feed, on_member, feeder_name="murder-untar-feed")
+        gnu_tar.extract(staging, feed, on_member)
         if not checked:  # the feed stopped without a word and tar took what it had as the whole archive
             raise UnsafeArchive(f"cannot unpack {artifact}: not a valid release archive (it ended early)")
         for implied in checked[0].verify_tree(staging):
