@@ -171,7 +171,11 @@ def run_murder(lab, top, minions, size, timeout, run_id, meter):
     return {"distribution_seconds": summary.get("distribution_seconds"), "runner_seconds": summary.get("seconds"),
             "minion_seconds": sorted(r["seconds"] for r in reports),
             "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports), "bytes_from_seeder": from_seeder,
-            "seeder_copies": round(from_seeder / size, 3), "steps": deploy_steps(summary, meter)}
+            "seeder_copies": round(from_seeder / size, 3),
+            # How many peers left the seeder once their stripe was in (leave_seeder), and went back to it.
+            "left_seeder": sum(1 for r in reports if r.get("left_seeder")),
+            "back_to_seeder": sum(1 for r in reports if r.get("back_to_seeder")),
+            "steps": deploy_steps(summary, meter)}
 
 
 MINION_STEPS = ("job_start", "download", "verify", "unpack")  # each minion's, in order (verify: v1 torrents only)
@@ -519,6 +523,10 @@ def main(argv=None):
     try:
         results["floor"] = measure_floor(top, size)
         results["floor_cpu_seconds_per_gib"] = results["floor"]["cpu_seconds_per_gib"]
+        # The floor packs the release as the master does, so its artifact gets the deploys' piece size.
+        from murder_core import torrent
+        results["piece_size"] = master_settings.get("piece_size") or torrent.auto_piece_size(
+            results["floor"]["artifact_bytes"])
         log.info("floor: %s", results["floor"])
         with Network([MASTER, *minions], args.link_mbit, mtu=args.mtu) as net, HostCgroups([MASTER, *minions]) as cgroups:
             results["latency"] = net.latency

@@ -59,7 +59,6 @@ import libtorrent as lt  # noqa: E402
 import floor  # noqa: E402  (bench/ is a directory of scripts)
 import report  # noqa: E402
 from murder_core import minion, pack, profile, swarm, torrent  # noqa: E402
-from murder_core.config import DEFAULTS  # noqa: E402
 from murder_core.errors import MurderError  # noqa: E402
 from murder_core.tracker import Tracker  # noqa: E402
 
@@ -399,9 +398,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="artifact size in MiB (default 1024)")
     parser.add_argument(
-        "--piece-size-kib", type=int, nargs="+", default=[DEFAULTS["piece_size"] // KiB],
-        help="torrent piece size(s) in KiB, one swarm per round each (default: the configured "
-             f"piece_size, {DEFAULTS['piece_size'] // KiB})",
+        "--piece-size-kib", type=int, nargs="+", default=None,
+        help="torrent piece size(s) in KiB, one swarm per round each (default: what piece_size 0, "
+             "the default, chooses for the artifact's size)",
     )
     parser.add_argument("--torrent-format", nargs="+", choices=torrent.FORMATS, default=["hybrid"],
                         help="torrent format(s), one swarm per round each (default hybrid; all three: "
@@ -424,6 +423,8 @@ def parse_args(argv):
         parser.error("--size-mib must be at least 1")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.piece_size_kib is None:
+        args.piece_size_kib = [torrent.auto_piece_size(args.size_mib * MiB) // KiB]
     for kib in args.piece_size_kib:
         if kib < 16 or kib & (kib - 1):
             parser.error(f"--piece-size-kib {kib}: a power of two of at least 16")

@@ -78,8 +78,10 @@ DEFAULTS = {
     # without a rack the tracker places it by address (its /24 is its rack).
     "rack": "",
     "datacenter": "",
-    # Torrent piece size in bytes (see docs/tuning.md for the measurement).
-    "piece_size": 1024 * 1024,
+    # (master) Torrent piece size in bytes, a power of two of at least 16 KiB; 0 chooses it from
+    # the release's size: at least 256 pieces, from 64 KiB to 1 MiB (torrent.auto_piece_size;
+    # docs/datacenter.md for the measurement).
+    "piece_size": 0,
     # (master) v2, hybrid or v1: which BitTorrent clients can join a swarm, and
     # what a host's CPU pays per GiB (README "Which BitTorrent clients can join").
     "torrent_format": "v2",
@@ -100,10 +102,12 @@ DEFAULTS = {
     # Each peer of a deploy fetches its own share of the pieces first, so
     # fewer pieces leave the seeder twice (docs/datacenter.md).
     "piece_stripes": True,
-    # A peer with a stripe leaves the master's seeder once its stripe is in, and goes back to it
-    # after seeder_fallback seconds without data (policy.SeederLeave). Off: the seeder then sends
-    # about one copy, but deploys to 2-8 hosts took longer (docs/datacenter.md).
-    "leave_seeder": False,
+    # (minion) A peer with a stripe leaves the master's seeder once its stripe is in, and goes back
+    # to it after seeder_fallback seconds without data (policy.SeederLeave): the seeder sends about
+    # one copy of a release instead of up to 1.5. Only in deploys of 4 hosts or more
+    # (policy.LEAVE_MIN_STRIPES). On since session 14: with the automatic piece size it cost 4-16
+    # hosts no time (in 1 MiB pieces it slowed 2-8 hosts; docs/datacenter.md).
+    "leave_seeder": True,
     "seeder_fallback": 10,
     # Per-host transfer caps in bytes/s; 0 means no cap.
     "upload_rate_limit": 0,

@@ -46,6 +46,7 @@ _PEER_TAG = re.compile(r"^murder/peer/([^/]+)/[^/]+/(progress|done|failed)$")
 def check_settings(settings):
     """Raise InvalidInput for a master setting the engine cannot start with, naming the key."""
     torrent_mod.check_format(settings.get("torrent_format", config.DEFAULTS["torrent_format"]))
+    torrent_mod.check_piece_size(config.setting(settings, "piece_size"))
     rate = settings.get("max_announce_rate", config.DEFAULTS["max_announce_rate"])
     if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
         raise InvalidInput(f"max_announce_rate must be a whole number of announces a second >= 1, got {rate!r}")

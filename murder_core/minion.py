@@ -119,8 +119,8 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     report is ``[index, count]`` or None. ``place`` (``location.of_minion``)
     is announced to the tracker, signed with ``location_key``, when both are
     given; the report's ``place`` is what was announced, or None. With
-    ``leave_seeder`` a peer with a stripe leaves the ``seeders`` once its
-    stripe is in, and goes back to them after ``seeder_fallback`` seconds
+    ``leave_seeder`` a peer with a stripe (in a deploy of at least
+    ``policy.LEAVE_MIN_STRIPES``) leaves the ``seeders`` once its stripe is in, and goes back to them after ``seeder_fallback`` seconds
     without data (``policy.SeederLeave``); the report's ``left_seeder`` and
     ``back_to_seeder`` say what it did.
     On failure the partial artifact and any staging directory are removed
@@ -156,7 +156,8 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
             upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
             stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
             libtorrent=libtorrent, stripe=stripe,
-            leave_seeders=[host for host, _ in seeders] if leave_seeder else (), seeder_fallback=seeder_fallback,
+            leave_seeders=[host for host, _ in seeders] if policy.leaves_seeder(leave_seeder, stripe) else (),
+            seeder_fallback=seeder_fallback,
         )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)

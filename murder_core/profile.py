@@ -103,7 +103,7 @@ upload/download_rate_limit     0 = off  Optional per-host caps. libtorrent exemp
                                         limited global class so a cap really holds.
 ============================== ======== ==================================================
 
-The piece size is set by the torrent (see ``config.DEFAULTS['piece_size']``
+The piece size is set by the torrent (see ``torrent.auto_piece_size``
 and docs/tuning.md for the measurement).
 """
 import libtorrent as lt

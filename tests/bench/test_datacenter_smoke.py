@@ -29,6 +29,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     data = json.loads(results.read_text())
     assert data["size_bytes"] == 4 * 2**20 and data["link_mbit"] == 200
     assert data["bound_seconds"] == pytest.approx(4 * 2**20 * 8 / 200e6)
+    assert data["piece_size"] == 64 * 2**10  # piece_size 0: a 4 MiB release in 64 KiB pieces
     assert {"nproc", "cpu", "libtorrent", "salt"} <= set(data["machine"])
     assert data["salt_run_alone_seconds"] > 0
     accounting = data["cpu_accounting"]
@@ -53,6 +54,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
             assert len(run["minion_seconds"]) == hosts and all(s > 0 for s in run["minion_seconds"])
             assert run["bytes_from_seeder"] + run["bytes_from_peers"] >= hosts * 4 * 2**20
             assert run["seeder_copies"] == pytest.approx(run["bytes_from_seeder"] / data["size_bytes"], abs=1e-3)
+            assert 0 <= run["back_to_seeder"] <= run["left_seeder"] <= hosts
             check_steps(run, measured)
     floor = data["floor"]
     assert data["floor_cpu_seconds_per_gib"] > 0 and floor["artifact_bytes"] >= 4 * 2**20

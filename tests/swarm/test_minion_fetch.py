@@ -143,3 +143,31 @@ def test_a_peer_announces_its_signed_place_to_the_tracker(tracker, members, tmp_
     assert report["place"] == "ams1/r7"
     # The seeder, unsigned, is placed by its address; the peer where it said it is.
     assert tracker.places(keys[0]) == {"ams1/r7": 1, location.by_address("127.0.0.1"): 1}
+
+
+@pytest.mark.parametrize("peers, leaving", [(4, True), (2, False)])
+def test_a_deploys_peers_leave_the_seeder_only_from_four_stripes_on(tracker, members, run_all, tmp_path, peers,
+                                                                    leaving):
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "blob.bin").write_bytes(os.urandom(4 * MiB))
+    artifact = pack.pack(str(build), str(tmp_path / "master" / "app-r1.tar.zst"))
+    made = torrent.make_torrent(artifact.path, [tracker.url], piece_size=64 * 1024)  # 65 pieces
+    tracker.serve(*torrent.describe(made).tracker_keys)
+    # The seeder on an address of its own, as a master is; slow enough that stripes come in before the rest.
+    seeder = swarm.Seeder(made, artifact.path, listen="127.0.0.2:0", upload_rate_limit=2 * MiB,
+                          libtorrent={"outgoing_interfaces": "127.0.0.2"})
+    members.append(seeder)
+    names = [f"m{i}" for i in range(peers)]
+
+    def fetch(i):
+        peer, report = minion.fetch(torrent=made, sha256=artifact.sha256, base_dir=str(tmp_path / names[i]),
+                                    release="r1", seeders=[seeder.endpoint], listen=f"127.0.0.{3 + i}:0",
+                                    stall_timeout=20, minion=names[i], minions=names, leave_seeder=True)
+        members.append(peer)
+        return report
+
+    reports = run_all([lambda i=i: fetch(i) for i in range(peers)])
+    assert all(r["changed"] and r["stripe"][1] == peers for r in reports), reports
+    # A peer whose stripe came in last may have had the rest already: it had nothing to leave for.
+    assert any(r["left_seeder"] for r in reports) is leaving, reports

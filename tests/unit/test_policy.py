@@ -112,6 +112,16 @@ def test_a_wave_size_must_be_a_count_or_a_share(value):
         policy.wave_size(value, 10)
 
 
+def test_only_a_peer_of_four_stripes_or_more_leaves_the_seeder():
+    assert policy.leaves_seeder(True, policy.stripe("m1", [f"m{i}" for i in range(4)], 256))
+    assert policy.leaves_seeder(True, (15, 16))
+    assert not policy.leaves_seeder(True, (1, 3)) and not policy.leaves_seeder(True, (0, 2))
+    assert not policy.leaves_seeder(True, None)  # no stripe: a late joiner, a highstate fetch
+    assert not policy.leaves_seeder(False, (0, 16))
+    # A release of fewer pieces than peers has as many stripes as pieces.
+    assert not policy.leaves_seeder(True, policy.stripe("m1", [f"m{i}" for i in range(16)], 3))
+
+
 def test_a_peer_leaves_the_seeder_with_its_stripe_and_returns_only_after_a_silence():
     leave = policy.SeederLeave(fallback=10, now=0)
     assert leave.decide(False, 100, 1) is None  # its stripe is not in yet

@@ -40,10 +40,36 @@ def test_same_artifact_same_torrent(artifact):
     assert torrent.make_torrent(artifact, [TRACKER]) == torrent.make_torrent(artifact, [TRACKER])
 
 
-@pytest.mark.parametrize("piece_size", [1000, 8192, 3 << 20])
+@pytest.mark.bad_input
+@pytest.mark.parametrize("piece_size", [1000, 8192, 3 << 20, -1, "1M", True, 1.5])
 def test_bad_piece_size_is_refused(artifact, piece_size):
-    with pytest.raises(InvalidInput, match="piece_size"):
+    with pytest.raises(InvalidInput, match="piece_size must be 0"):
         torrent.make_torrent(artifact, [TRACKER], piece_size=piece_size)
+
+
+@pytest.mark.parametrize("size, piece_size", [
+    (1, 64 << 10),  # at least 64 KiB, however small the release
+    (16 << 20, 64 << 10),
+    (32 << 20, 128 << 10),  # the datacenter bench's 32 MiB: 256 pieces
+    ((32 << 20) - 1, 64 << 10),
+    (64 << 20, 256 << 10),
+    (256 << 20, 1 << 20),
+    (4 << 30, 1 << 20),  # at most 1 MiB, however large
+])
+def test_the_automatic_piece_size_cuts_a_release_into_at_least_256_pieces(size, piece_size):
+    assert torrent.auto_piece_size(size) == piece_size
+
+
+def test_the_default_piece_size_is_chosen_from_the_artifacts_size(tmp_path):
+    assert DEFAULTS["piece_size"] == 0
+    small = tmp_path / "small.tar.zst"
+    small.write_bytes(os.urandom(300 * 1024))
+    assert torrent.describe(torrent.make_torrent(str(small), [TRACKER])).piece_size == 64 << 10
+    large = tmp_path / "large.tar.zst"
+    with open(large, "wb") as out:  # sparse: 40 MiB of zeros hash as fast as any bytes
+        out.truncate(40 << 20)
+    info = torrent.describe(torrent.make_torrent(str(large), [TRACKER]))
+    assert (info.piece_size, info.num_pieces) == (128 << 10, 320)
 
 
 def test_missing_artifact_and_trackers_are_refused(tmp_path, artifact):
@@ -90,3 +116,13 @@ def test_the_engine_names_a_bad_torrent_format_setting():
     check_settings({"torrent_format": "v1"})
     with pytest.raises(InvalidInput, match="torrent_format must be one of hybrid, v2, v1, got 'v3'"):
         check_settings({"torrent_format": "v3"})
+
+
+@pytest.mark.bad_input
+def test_the_engine_names_a_bad_piece_size_setting():
+    from murder_core.engine import check_settings
+
+    check_settings({"piece_size": 1 << 20})
+    check_settings({"piece_size": 0})
+    with pytest.raises(InvalidInput, match="piece_size must be 0 .* got 3000"):
+        check_settings({"piece_size": 3000})
