@@ -58,7 +58,7 @@ sys.path.insert(0, str(HERE.parent))  # devtools/ (the embedded lab) lives in th
 import floor  # noqa: E402  (bench/ is a directory of scripts, not a package)
 import report  # noqa: E402
 from cgroups import HostCgroups, UsageTimeline  # noqa: E402
-from netlab import Network  # noqa: E402
+from netlab import LinkTimeline, Network  # noqa: E402
 
 log = logging.getLogger("bench.datacenter")
 
@@ -207,6 +207,9 @@ def deploy_steps(summary, meter):
         if timeline is not None:
             step["master_cpu_seconds"] = round(timeline.between(MASTER, since, until), 3)
             step["minions_cpu_seconds"] = round(sum(timeline.between(m, since, until) for m in meter.run_minions), 3)
+        if name == "distributing" and meter.links is not None:
+            # The seeder's share of the master's link: one copy at full rate would keep it busy ~1.0.
+            step["master_uplink_busy"] = _rounded(meter.links.busy(MASTER, since, until, "up"))
         steps[name] = step
     start_event = started + own.get("publishing", 0.0)
     per_minion = {name: [] for name in MINION_STEPS}
@@ -217,17 +220,26 @@ def deploy_steps(summary, meter):
             if seconds is None:
                 continue
             cpu = None if timeline is None else timeline.between(minion, mark, mark + seconds)
-            per_minion[name].append((seconds, cpu))
+            link = None if meter.links is None else meter.links.busy(minion, mark, mark + seconds, "down")
+            per_minion[name].append((seconds, cpu, link))
             mark += seconds
     for name, found in per_minion.items():
         if found:
-            seconds = [s for s, _ in found]
+            seconds = [s for s, _, _ in found]
             step = {"seconds": [round(min(seconds), 3), round(max(seconds), 3)]}
             if timeline is not None:
-                cpu = [c for _, c in found]
+                cpu = [c for _, c, _ in found]
                 step["cpu_seconds"] = [round(min(cpu), 3), round(max(cpu), 3)]
+            links = [link for _, _, link in found if link is not None]
+            if name == "download" and links:
+                # Each minion's link while it downloaded: below ~1.0 it waited on its peers, not on its link.
+                step["link_busy"] = [round(min(links), 3), round(max(links), 3)]
             steps[name] = step
     return steps
+
+
+def _rounded(value, digits=3):
+    return None if value is None else round(value, digits)
 
 
 def salt_run_alone(lab, rounds=3):
@@ -280,7 +292,7 @@ class RunMeter:
     that they count as the master's CPU.
     """
 
-    def __init__(self, cgroups, run_minions, all_hosts, quiet_seconds=QUIET_SECONDS, quiet_below=1.0):
+    def __init__(self, cgroups, run_minions, all_hosts, quiet_seconds=QUIET_SECONDS, quiet_below=1.0, net=None):
         self.cgroups = cgroups
         self.run_minions = list(run_minions)
         self.all_hosts = list(all_hosts)
@@ -288,6 +300,8 @@ class RunMeter:
         self._join_master = cgroups.joiner(MASTER)
         # Every host's CPU through the run, to give each step its own (None without cgroups).
         self.timeline = UsageTimeline(cgroups) if cgroups.available else None
+        # Every host's bytes on its link through the run, to tell a link that waited from one that was full.
+        self.links = LinkTimeline(net) if net is not None else None
         self.wall_started = self.wall_ended = None  # time.time(), to set the steps of a deploy's summary by
         self.quiet_seconds, self.quiet_below = quiet_seconds, quiet_below
         self.quiet = None  # what report.wait_quiet found: a run after a busy start is not comparable
@@ -306,6 +320,8 @@ class RunMeter:
                         self.quiet["busy"], self.quiet["waited_seconds"])
         if self.timeline is not None:
             self.timeline.start()
+        if self.links is not None:
+            self.links.start()
         self._machine, self._hosts, self._started = report.machine_jiffies(), self._usage(), time.monotonic()
         self.wall_started = time.time()
         return self
@@ -315,6 +331,8 @@ class RunMeter:
         self.wall_ended = time.time()
         if self.timeline is not None:
             self.timeline.stop()
+        if self.links is not None:
+            self.links.stop()
         (busy, total), hosts = report.machine_jiffies(), self._usage()
         # Share of all cores busy during the run: near 1.0 means the machine, not the links, set the pace.
         self.figures = {"seconds": round(seconds, 3), "quiet_before": self.quiet,
@@ -447,10 +465,14 @@ def steps_lines(results):
             if isinstance(seconds, list):
                 text = _spread(seconds, 2)
                 cpu = _spread(step["cpu_seconds"], 2) if "cpu_seconds" in step else None
+                if "link_busy" in step:
+                    text += f" (link {_spread(step['link_busy'], 2)} busy)"
             else:
                 text = f"{seconds:.2f}"
                 if "master_cpu_seconds" in step:
                     cpu = f"{step['master_cpu_seconds']:.2f}/{step['minions_cpu_seconds']:.2f}"
+                if step.get("master_uplink_busy") is not None:
+                    text += f" (seeder's link {step['master_uplink_busy']:.2f} busy)"
             parts.append(f"{name} {text}" + (f" [{cpu}]" if cpu else ""))
         lines.append(f"  steps, murder N={run['hosts']} (s [CPU-s]): " + ", ".join(parts))
     return lines
@@ -554,7 +576,7 @@ def main(argv=None):
                         for host in cgroups.hosts:
                             cgroups.adopt(host, net.pids(host))
                         meter = RunMeter(cgroups, minions[:hosts], cgroups.hosts, args.quiet_seconds,
-                                         results["idle_busy"] + report.QUIET_MARGIN)
+                                         results["idle_busy"] + report.QUIET_MARGIN, net=net)
                         figures = METHODS[method](lab, top, minions[:hosts], size, args.timeout, run_id, meter)
                         figures = {**meter.figures, **figures}
                         results["runs"].append({"method": method, "hosts": hosts, **figures})

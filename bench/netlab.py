@@ -11,10 +11,14 @@ the rate cap only, and the lab says so.
 Everything is created under a prefix unique to this process and removed on
 exit, also after an error or Ctrl-C. Needs root.
 """
+import bisect
 import ipaddress
 import logging
 import os
 import subprocess
+import sys
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,12 @@ class Network:
 
     def rack_switch(self, rack):
         return f"{self.prefix}-rack{self.rack_names.index(rack)}"
+
+    def host_device(self, host):
+        """``(namespace, device)``: the switch's end of ``host``'s link; it sends what the host receives."""
+        index = self.hosts.index(host)
+        switch = self.rack_switch(self.racks[host]) if host in self.racks else self.switch
+        return switch, f"{self.prefix}s{index}"
 
     def uplink_bytes(self, rack):
         """``{"in": …, "out": …}``: bytes that entered and left ``rack`` through its uplink so far."""
@@ -180,3 +190,90 @@ class Network:
         for name in reversed(self._namespaces):
             _run("ip", "netns", "del", name, check=False)
         self._namespaces = []
+
+
+# Reads the namespace's interface counters every INTERVAL seconds and prints them with the wall time, until
+# its standard input closes (the bench ended, or died).
+_SAMPLER = """
+import select, sys, time
+while not select.select([sys.stdin], [], [], {interval})[0]:
+    lines = open("/proc/net/dev").read().splitlines()[2:]
+    counters = " ".join(f"{{n.strip()}}={{f.split()[0]}},{{f.split()[8]}}" for n, f in (l.split(":", 1) for l in lines))
+    print(time.time(), counters, flush=True)
+"""
+
+
+class LinkTimeline:
+    """Bytes every host received and sent over its link, sampled through a run.
+
+    One small process in each switch namespace reads ``/proc/net/dev`` every ``interval`` seconds (a read of
+    the kernel's counters, no fork per sample); :meth:`busy` turns a host's bytes over a window into the share
+    of its link's rate they used, which shows whether a slow download waited on its link or on its peers.
+    """
+
+    def __init__(self, network, interval=0.25):
+        self.network = network
+        self.interval = interval
+        self._samples = {}  # namespace -> [(wall time, {device: (rx_bytes, tx_bytes)})]
+        self._processes, self._threads = [], []
+
+    def start(self):
+        namespaces = sorted({self.network.host_device(host)[0] for host in self.network.hosts})
+        for ns in namespaces:
+            process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
+                                        _SAMPLER.format(interval=self.interval)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self._samples[ns] = []
+            thread = threading.Thread(target=self._read, args=(ns, process), daemon=True)
+            thread.start()
+            self._processes.append(process)
+            self._threads.append(thread)
+        return self
+
+    def _read(self, ns, process):
+        for line in process.stdout:
+            when, *fields = line.split()
+            counters = {}
+            for field in fields:
+                device, _, values = field.partition("=")
+                received, sent = values.split(",")
+                counters[device] = (int(received), int(sent))
+            self._samples[ns].append((float(when), counters))
+
+    def stop(self):
+        for process in self._processes:
+            process.stdin.close()
+        deadline = time.monotonic() + 5
+        for process in self._processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _bytes_at(self, host, when, direction):
+        ns, device = self.network.host_device(host)
+        samples = self._samples.get(ns) or []
+        if not samples:
+            return None
+        # The switch's end sends what the host receives, and receives what the host sends.
+        column = 1 if direction == "down" else 0
+        times = [t for t, _ in samples]
+        index = bisect.bisect_left(times, when)
+        if index <= 0:
+            return samples[0][1][device][column]
+        if index >= len(samples):
+            return samples[-1][1][device][column]
+        (t0, c0), (t1, c1) = samples[index - 1], samples[index]
+        v0, v1 = c0[device][column], c1[device][column]
+        return v0 + (v1 - v0) * (when - t0) / max(t1 - t0, 1e-9)
+
+    def busy(self, host, since, until, direction="down"):
+        """Share of ``host``'s link rate used ``down`` (what it received) or ``up`` from wall time ``since`` to
+        ``until``, counted on the wire (frames' headers included); None when it was not sampled."""
+        first, last = self._bytes_at(host, since, direction), self._bytes_at(host, until, direction)
+        if first is None or until <= since:
+            return None
+        return (last - first) * 8 / (self.network.rate_mbit * 1e6 * (until - since))

@@ -94,6 +94,10 @@ def check_steps(run, measured):
         else:
             assert 0 <= step["cpu_seconds"][0] <= step["cpu_seconds"][1]
     assert steps["download"]["seconds"][1] > 0
+    # Each minion's link while it downloaded, and the master's while its seeder served: shares of the link rate.
+    least, most = steps["download"]["link_busy"]
+    assert 0 < least <= most <= 1.5
+    assert 0 < steps["distributing"]["master_uplink_busy"] <= 1.5
 
 
 def test_without_root_it_refuses_clearly(tmp_path):
