@@ -21,12 +21,17 @@ dht_bootstrap_nodes            ""       Never contact public DHT routers.
 {in,out}_enc_policy            disabled Encryption only costs CPU; content integrity comes
                                         from the torrent's SHA-256 merkle hashes, which
                                         reach peers over Salt's encrypted channel.
-unchoke_slots_limit            4        Each member uploads to 4 peers at a time (plus
-                                        libtorrent's optimistic unchoke), so the seeder
-                                        sends a piece to few peers who pass it on, as
-                                        Murder's 1 slot did, without a chain's latency
-                                        (make bench, 8 hosts: 1 slot 46 s, 2: 12.0 s,
-                                        4: 10.9 s, 8: 12.3 s, unlimited/16: 12.3 s).
+unchoke_slots_limit            8        Each member uploads to 8 peers at a time (plus
+                                        libtorrent's optimistic unchoke). A peer's link
+                                        is shared by the TCP flows coming into it; with
+                                        4 uploaders each its links were 0.75-0.80 busy
+                                        while it downloaded, with 8 0.82-0.85, and the
+                                        16-host deploy of make bench took 33.3-35.3 s
+                                        against 36.3-38.8 s (12 Mbit/s, 16 and
+                                        unlimited slots 35.0-36.4 s; docs/datacenter.md,
+                                        session 16). Fewer slots won when 17 hosts kept
+                                        two cores busy at 100 Mbit/s (8 hosts: 1 slot
+                                        46 s, 2: 12.0 s, 4: 10.9 s, 8: 12.3 s).
 choking_algorithm              fixed    Rate-based choking needs minutes to converge.
 seed_choking_algorithm         fastest  Serve the peers that download fastest (round
                                         robin wastes a fast link on a slow peer).
@@ -145,7 +150,7 @@ def settings(listen, *, seeder=False, upload_rate_limit=0,
         "out_enc_policy": int(lt.enc_policy.pe_disabled),
         "in_enc_policy": int(lt.enc_policy.pe_disabled),
         "allowed_enc_level": int(lt.enc_level.pe_plaintext),
-        "unchoke_slots_limit": 4,
+        "unchoke_slots_limit": 8,
         "choking_algorithm": int(lt.choking_algorithm_t.fixed_slots_choker),
         "seed_choking_algorithm": int(lt.seed_choking_algorithm_t.fastest_upload),
         "max_out_request_queue": 200,
