@@ -25,8 +25,8 @@ unchoke_slots_limit            8        Each member uploads to 8 peers at a time
                                         libtorrent's optimistic unchoke). A peer's link
                                         is shared by the TCP flows coming into it; with
                                         4 uploaders each its links were 0.75-0.80 busy
-                                        while it downloaded, with 8 0.82-0.85, and the
-                                        16-host deploy of make bench took 33.3-35.3 s
+                                        while it downloaded, with 8 0.80-0.85, and the
+                                        16-host deploy of make bench took 33.3-36.4 s
                                         against 36.3-38.8 s (12 Mbit/s, 16 and
                                         unlimited slots 35.0-36.4 s; docs/datacenter.md,
                                         session 16). Fewer slots won when 17 hosts kept
