@@ -17,11 +17,12 @@ The cgroups live under ``murder-bench-<pid>`` at the hierarchy's root and
 are removed on exit, also after an error or Ctrl-C: any process still in one
 goes back to the cgroup this process started in, then the directories go.
 """
-import bisect
 import logging
 import os
 import threading
 import time
+
+import report
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +208,7 @@ class UsageTimeline:
 
     def at(self, host, when):
         """The host's CPU seconds at wall time ``when`` (clamped to the sampled span)."""
-        index = bisect.bisect_left(self.times, when)
-        if index <= 0:
-            return self.samples[0][host]
-        if index >= len(self.times):
-            return self.samples[-1][host]
-        t0, t1 = self.times[index - 1], self.times[index]
-        u0, u1 = self.samples[index - 1][host], self.samples[index][host]
-        return u0 + (u1 - u0) * (when - t0) / max(t1 - t0, 1e-9)
+        return report.interpolate(self.times, [sample[host] for sample in self.samples], when)
 
     def between(self, host, since, until):
         """CPU seconds the host used from wall time ``since`` to ``until``."""

@@ -11,7 +11,6 @@ the rate cap only, and the lab says so.
 Everything is created under a prefix unique to this process and removed on
 exit, also after an error or Ctrl-C. Needs root.
 """
-import bisect
 import ipaddress
 import logging
 import os
@@ -19,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import report
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +193,17 @@ class Network:
         self._namespaces = []
 
 
-# Reads the namespace's interface counters every INTERVAL seconds and prints them with the wall time, until
-# its standard input closes (the bench ended, or died).
+# Reads the namespace's interface counters every interval (the %s) and prints a line "<time>
+# <device>=<rx_bytes>,<tx_bytes> ...", until its standard input closes (the bench ended, or died).
 _SAMPLER = """
 import select, sys, time
-while not select.select([sys.stdin], [], [], {interval})[0]:
-    lines = open("/proc/net/dev").read().splitlines()[2:]
-    counters = " ".join(f"{{n.strip()}}={{f.split()[0]}},{{f.split()[8]}}" for n, f in (l.split(":", 1) for l in lines))
-    print(time.time(), counters, flush=True)
+while not select.select([sys.stdin], [], [], %s)[0]:
+    counters = []
+    for line in open("/proc/net/dev").read().splitlines()[2:]:
+        device, fields = line.split(":", 1)
+        fields = fields.split()
+        counters.append("%%s=%%s,%%s" %% (device.strip(), fields[0], fields[8]))
+    print(time.time(), " ".join(counters), flush=True)
 """
 
 
@@ -221,7 +225,7 @@ class LinkTimeline:
         namespaces = sorted({self.network.host_device(host)[0] for host in self.network.hosts})
         for ns in namespaces:
             process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c",
-                                        _SAMPLER.format(interval=self.interval)],
+                                        _SAMPLER % self.interval],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self._samples[ns] = []
             thread = threading.Thread(target=self._read, args=(ns, process), daemon=True)
@@ -260,15 +264,7 @@ class LinkTimeline:
             return None
         # The switch's end sends what the host receives, and receives what the host sends.
         column = 1 if direction == "down" else 0
-        times = [t for t, _ in samples]
-        index = bisect.bisect_left(times, when)
-        if index <= 0:
-            return samples[0][1][device][column]
-        if index >= len(samples):
-            return samples[-1][1][device][column]
-        (t0, c0), (t1, c1) = samples[index - 1], samples[index]
-        v0, v1 = c0[device][column], c1[device][column]
-        return v0 + (v1 - v0) * (when - t0) / max(t1 - t0, 1e-9)
+        return report.interpolate([t for t, _ in samples], [c[device][column] for _, c in samples], when)
 
     def busy(self, host, since, until, direction="down"):
         """Share of ``host``'s link rate used ``down`` (what it received) or ``up`` from wall time ``since`` to

@@ -1,10 +1,26 @@
 """What the benchmarks share: how busy the machine was, and writing the results."""
+import bisect
 import json
 import os
 import time
 
 # The machine counts as quiet within this much of its idle busy share (17 idle daemons keep it 0.08-0.12 busy).
 QUIET_MARGIN = 0.05
+
+
+def interpolate(times, values, when):
+    """A sampled counter's value at ``when``: linear between the samples around it, clamped to the sampled span.
+
+    ``times`` ascending, ``values`` the counter at each of them.
+    """
+    index = bisect.bisect_left(times, when)
+    if index <= 0:
+        return values[0]
+    if index >= len(times):
+        return values[-1]
+    t0, t1 = times[index - 1], times[index]
+    v0, v1 = values[index - 1], values[index]
+    return v0 + (v1 - v0) * (when - t0) / max(t1 - t0, 1e-9)
 
 
 def machine_jiffies():
