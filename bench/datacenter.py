@@ -11,8 +11,9 @@ minions twice, timed from the call to the returned answer:
   until the last minion's ``done`` event, ``runner_seconds`` the runner's own
   time (without the ``salt-run`` tool's start), ``minion_seconds`` each
   minion's time from its peer's start to the release unpacked, and
-  ``bytes_from_seeder`` / ``bytes_from_peers`` where the minions' bytes came
-  from (the table shows the seeder's share as copies of the release), and
+  ``bytes_from_seeder`` / ``bytes_from_peers`` where the minions say their
+  bytes came from, ``seeder_bytes_sent`` what the master's seeder says it
+  sent (the table shows it as copies of the release), and
   ``steps``, the wall seconds and CPU of each fixed step of the deploy
   (:func:`deploy_steps`);
 * **salt-fileserver**: what Salt users do today: ``cp.get_file salt://…`` of
@@ -171,7 +172,10 @@ def run_murder(lab, top, minions, size, timeout, run_id, meter):
     return {"distribution_seconds": summary.get("distribution_seconds"), "runner_seconds": summary.get("seconds"),
             "minion_seconds": sorted(r["seconds"] for r in reports),
             "bytes_from_peers": sum(r["bytes_from_peers"] for r in reports), "bytes_from_seeder": from_seeder,
-            "seeder_copies": round(from_seeder / size, 3),
+            # The seeder's own count (the issue's definition). The minions' count misses what was still on its way
+            # when a peer left the seeder (leave_seeder): a tenth of what it sent at 16 hosts (docs/datacenter.md).
+            "seeder_bytes_sent": summary["seeder_bytes_sent"],
+            "seeder_copies": round(summary["seeder_bytes_sent"] / size, 3),
             # How many peers left the seeder once their stripe was in (leave_seeder), and went back to it.
             "left_seeder": sum(1 for r in reports if r.get("left_seeder")),
             "back_to_seeder": sum(1 for r in reports if r.get("back_to_seeder")),
@@ -302,6 +306,8 @@ class RunMeter:
         self.timeline = UsageTimeline(cgroups) if cgroups.available else None
         # Every host's bytes on its link through the run, to tell a link that waited from one that was full.
         self.links = LinkTimeline(net) if net is not None else None
+        self.net = net
+        self._tcp_before = None
         self.wall_started = self.wall_ended = None  # time.time(), to set the steps of a deploy's summary by
         self.quiet_seconds, self.quiet_below = quiet_seconds, quiet_below
         self.quiet = None  # what report.wait_quiet found: a run after a busy start is not comparable
@@ -309,6 +315,11 @@ class RunMeter:
     def on_master(self, argv, timeout):
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 120,
                               preexec_fn=self._join_master)
+
+    def _tcp(self):
+        if self.net is None:
+            return None
+        return {host: {**self.net.tcp_counters(host), **self.net.queue_drops(host)} for host in self.all_hosts}
 
     def _usage(self):
         return {host: self.cgroups.usage(host) for host in self.all_hosts} if self.cgroups.available else None
@@ -322,6 +333,7 @@ class RunMeter:
             self.timeline.start()
         if self.links is not None:
             self.links.start()
+        self._tcp_before = self._tcp()
         self._machine, self._hosts, self._started = report.machine_jiffies(), self._usage(), time.monotonic()
         self.wall_started = time.time()
         return self
@@ -334,10 +346,20 @@ class RunMeter:
         if self.links is not None:
             self.links.stop()
         (busy, total), hosts = report.machine_jiffies(), self._usage()
+        tcp = self._tcp()
         # Share of all cores busy during the run: near 1.0 means the machine, not the links, set the pace.
         self.figures = {"seconds": round(seconds, 3), "quiet_before": self.quiet,
                         "cpu_busy": round((busy - self._machine[0]) / max(total - self._machine[1], 1), 2),
-                        "cpu_seconds_per_host": None, "master_cpu_seconds": None, "hosts_cpu_busy": None}
+                        "cpu_seconds_per_host": None, "master_cpu_seconds": None, "hosts_cpu_busy": None,
+                        "tcp": None}
+        if tcp is not None:
+            # Was a link idle because TCP lost packets? A drop in the host's own queue (dropped_up) costs its link
+            # nothing but the pause; one at the switch's end (dropped_down) cost the sender's link the bytes.
+            delta = {host: {key: tcp[host][key] - self._tcp_before[host][key] for key in tcp[host]}
+                     for host in [MASTER] + self.run_minions}
+            self.figures["tcp"] = {"master": delta[MASTER], "minions": {
+                key: [min(delta[m][key] for m in self.run_minions), max(delta[m][key] for m in self.run_minions)]
+                for key in delta[MASTER]}}
         if hosts is not None:
             used = {host: hosts[host] - self._hosts[host] for host in self.all_hosts}
             self.figures.update(cpu_seconds_per_host=[round(used[m], 3) for m in self.run_minions],

@@ -12,6 +12,7 @@ Everything is created under a prefix unique to this process and removed on
 exit, also after an error or Ctrl-C. Needs root.
 """
 import ipaddress
+import json
 import logging
 import os
 import subprocess
@@ -29,6 +30,12 @@ def _run(*argv, check=True):
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed: {result.stderr.strip()}")
     return result
+
+
+def _queue_drops(netns, device):
+    """Packets every queue (qdisc) of ``device`` dropped so far."""
+    shown = json.loads(_run("ip", "netns", "exec", netns, "tc", "-s", "-j", "qdisc", "show", "dev", device).stdout)
+    return sum(qdisc.get("drops", 0) for qdisc in shown)
 
 
 class Network:
@@ -93,6 +100,23 @@ class Network:
         index = self.hosts.index(host)
         switch = self.rack_switch(self.racks[host]) if host in self.racks else self.switch
         return switch, f"{self.prefix}s{index}"
+
+    def tcp_counters(self, host):
+        """``{"segments_out", "retransmitted", "timeouts"}`` of the host's namespace so far: TCP segments sent, sent
+        again, and retransmission timeouts (a flow that waited for its timer)."""
+        read = _run("ip", "netns", "exec", self.netns(host), "cat", "/proc/net/snmp", "/proc/net/netstat")
+        counters = {}
+        for prefix in ("Tcp:", "TcpExt:"):
+            names, values = [line.split()[1:] for line in read.stdout.splitlines() if line.startswith(prefix)][:2]
+            counters.update(zip(names, map(int, values)))
+        return {"segments_out": counters["OutSegs"], "retransmitted": counters["RetransSegs"],
+                "timeouts": counters["TCPTimeouts"]}
+
+    def queue_drops(self, host):
+        """``{"dropped_up", "dropped_down"}``: packets the full queue of ``host``'s link dropped so far, on their way
+        out of the host and on their way in (at the switch's end)."""
+        ns, device = self.host_device(host)
+        return {"dropped_up": _queue_drops(self.netns(host), "eth0"), "dropped_down": _queue_drops(ns, device)}
 
     def uplink_bytes(self, rack):
         """``{"in": …, "out": …}``: bytes that entered and left ``rack`` through its uplink so far."""

@@ -394,8 +394,9 @@ class Engine:
         return returns
 
     def _start(self, deploy, record):
-        deploy.distributing(record)
         seeder = self.seeders[(record.app, record.release)]
+        # None once the seeder is gone (its release unpublished meanwhile): the deploy then reports no figure.
+        deploy.distributing(record, seeder_sent=lambda: None if seeder.closed else seeder.uploaded())
         peer = self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers,
                                 self.location_key(record)).for_deploy(
             deploy_id=deploy.deploy_id, timeout=deploy.request.timeout, base_dir=deploy.request.base_dir,

@@ -51,6 +51,11 @@ class Deploy:
         self.deadline = self.started + float(self.request.timeout)
         self.published = None  # the store.Published record, once packed
         self.distribution_seconds = None
+        # Payload the release's seeder sent while this deploy distributed, by the seeder's own count: the peers'
+        # counts miss what was still on its way when one left the seeder.
+        self.seeder_bytes_sent = None
+        self._seeder_sent = None  # reads the seeder's counter (see distributing)
+        self._seeder_sent_before = None
         self._distributing_since = None  # clock readings: the start event went out; every minion finished
         self._distributed_at = None
         self._activated_any = False  # an activation wave was started
@@ -71,8 +76,15 @@ class Deploy:
         """The floor of every peer's progress interval for this fleet (``policy.fleet_progress_interval``)."""
         return policy.fleet_progress_interval(len(self.expected))
 
-    def distributing(self, published):
-        """The release is packed and seeded; the start event is going out now."""
+    def distributing(self, published, seeder_sent=None):
+        """The release is packed and seeded; the start event is going out now.
+
+        ``seeder_sent`` reads the payload bytes the release's seeder has sent
+        so far; the summary's ``seeder_bytes_sent`` is what it sent from now
+        until the distribution ends (or the deploy does).
+        """
+        if seeder_sent is not None:
+            self._seeder_sent, self._seeder_sent_before = seeder_sent, seeder_sent()
         self.published = published
         self.state = DISTRIBUTING
         self._distributing_since = self.clock()
@@ -106,7 +118,21 @@ class Deploy:
         if finished:
             self._distributed_at = self.clock()
             self.distribution_seconds = round(self._distributed_at - self.started, 3)
+            self._count_seeder()
         return finished
+
+    def _count_seeder(self):
+        read, self._seeder_sent = self._seeder_sent, None  # the end of the distribution, or of the deploy: once
+        if read is None or self._seeder_sent_before is None:
+            return
+        try:
+            sent = read()
+        except Exception:  # a figure must never fail a deploy that succeeded
+            log.exception("deploy %s: could not read what the seeder sent", self.deploy_id)
+            return
+        # None: the seeder is gone. Less than before: libtorrent restarted its counter (a paused torrent).
+        if sent is not None and sent >= self._seeder_sent_before:
+            self.seeder_bytes_sent = sent - self._seeder_sent_before
 
     def _say_failed(self, minions):
         """Say each failed minion and why, the first ``FAILURES_NAMED`` of each while by name."""
@@ -233,6 +259,7 @@ class Deploy:
     def finish(self):
         """The deploy is over: settle its state and return the summary."""
         self._ended = self.clock()
+        self._count_seeder()  # a deploy that ended while distributing
         summary = self.summary(final=True)
         self.state = summary["state"]
         return summary
@@ -280,6 +307,8 @@ class Deploy:
             found.update(info_hash=self.published.info_hash, size=self.published.size)
         if self.distribution_seconds is not None:
             found["distribution_seconds"] = self.distribution_seconds
+        if self.seeder_bytes_sent is not None:
+            found["seeder_bytes_sent"] = self.seeder_bytes_sent
         found["steps"] = self._steps()
         if self.error:
             found["error"] = self.error

@@ -160,6 +160,10 @@ class _Member:
         more = f" and {len(items) - limit} more" if len(items) > limit else ""
         return (shown + more) or "none"
 
+    @property
+    def closed(self):
+        return self._session is None
+
     def close(self, announce_stop=True):
         """Stop the session: announce ``stopped`` and close every connection.
 
@@ -206,6 +210,10 @@ class Seeder(_Member):
         self._drain_alerts()
         status = self.status()
         return {"uploaded": status.total_payload_upload, "peers": status.num_peers}
+
+    def uploaded(self):
+        """Payload bytes sent so far, without taking the session's alerts (safe beside :meth:`stats`'s thread)."""
+        return self.status().total_payload_upload
 
 
 class Peer(_Member):

@@ -49,11 +49,19 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
             assert run["master_cpu_seconds"] > 0
         else:
             assert run["cpu_seconds_per_host"] is None and run["master_cpu_seconds"] is None
+        # What TCP lost on the way: counters of every host's namespace and of its link's two queues.
+        tcp = run["tcp"]
+        assert set(tcp["master"]) == set(tcp["minions"]) == TCP_COUNTERS
+        assert all(count >= 0 for count in tcp["master"].values()) and tcp["master"]["segments_out"] > 0
+        assert all(0 <= least <= most for least, most in tcp["minions"].values())
+        assert tcp["minions"]["segments_out"][0] > 0
         if method == "murder":
             # Every minion's own time, and every byte it received, from the seeder or from peers.
             assert len(run["minion_seconds"]) == hosts and all(s > 0 for s in run["minion_seconds"])
             assert run["bytes_from_seeder"] + run["bytes_from_peers"] >= hosts * 4 * 2**20
-            assert run["seeder_copies"] == pytest.approx(run["bytes_from_seeder"] / data["size_bytes"], abs=1e-3)
+            # The seeder's own count: the minions started empty, so at least one copy left it.
+            assert run["seeder_bytes_sent"] >= data["size_bytes"]
+            assert run["seeder_copies"] == pytest.approx(run["seeder_bytes_sent"] / data["size_bytes"], abs=1e-3)
             assert 0 <= run["back_to_seeder"] <= run["left_seeder"] <= hosts
             check_steps(run, measured)
     floor = data["floor"]
@@ -73,6 +81,7 @@ def test_small_datacenter_run_completes_and_writes_results(tmp_path):
     assert "steps, murder N=2" in answer.stdout
 
 
+TCP_COUNTERS = {"segments_out", "retransmitted", "timeouts", "dropped_up", "dropped_down"}
 DEPLOY_STEPS = ("salt_run_start", "publishing", "distributing", "activating", "salt_run_exit")
 MINION_STEPS = ("job_start", "download", "unpack")  # verify only for v1 torrents
 

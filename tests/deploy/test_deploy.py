@@ -49,6 +49,8 @@ def test_deploy_puts_the_tree_on_every_minion_and_activates(salt_run_cli, app_ro
     assert summary["result"] is True
     assert set(summary["minions"]) == set(MINIONS)
     assert len(summary["info_hash"]) == 64 and summary["release"] == "r1" and summary["app"] == "shop"
+    # The minions had nothing: every piece left the master's seeder at least once, by its own count.
+    assert summary["size"] <= summary["seeder_bytes_sent"] <= len(MINIONS) * summary["size"]
     expected = tree(source)
     for minion in MINIONS:
         report = summary["minions"][minion]

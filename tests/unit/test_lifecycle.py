@@ -17,13 +17,14 @@ class Clock:
         return self.now
 
 
-def make_deploy(clock, **changes):
+def make_deploy(clock, seeder_sent=None, **changes):
+    """A deploy whose start event just went out; ``seeder_sent`` reads its seeder's payload counter."""
     arguments = dict(source="/srv/builds/shop", app="shop", tgt="m*", release="r1", timeout=60)
     arguments.update(changes)
     asked = DeployRequest.from_arguments(arguments, dict(config.DEFAULTS), lambda: "r0")
     deploy = lifecycle.Deploy("shop-r1-abc", asked, MINIONS, silence_timeout=10, progress_interval=2,
                               clock=clock, wall=lambda: 1.0)
-    deploy.distributing(published=None)
+    deploy.distributing(published=None, seeder_sent=seeder_sent)
     return deploy
 
 
@@ -126,6 +127,45 @@ def test_the_summary_times_each_state_and_each_minions_steps():
     # job_start: when the done arrived after the start event, less the peer's own seconds.
     assert steps == {"m1": {"job_start": 1.0, "download": 1.5, "unpack": 0.25}, "m2": {"job_start": 0.5},
                      "m3": {"job_start": 0.0, "unpack": 1.0}}
+
+
+def test_the_seeder_bytes_are_what_it_sent_while_the_deploy_distributed():
+    sent = [5_000]  # the seeder already served an earlier deploy of the release
+    deploy = make_deploy(Clock(), seeder_sent=lambda: sent[0])
+    sent[0] += 40_000
+    assert "seeder_bytes_sent" not in deploy.summary()  # only once the distribution is over
+    for minion in MINIONS:
+        deploy.record(minion, "done", {"seconds": 1.0})
+    assert deploy.tick() is True
+    sent[0] += 999  # the activation: no longer this deploy's distribution
+    assert deploy.finish()["seeder_bytes_sent"] == 40_000
+
+
+def test_a_deploy_that_fails_while_distributing_counts_the_seeder_until_its_end():
+    sent = [0]
+    deploy = make_deploy(Clock(), seeder_sent=lambda: sent[0])
+    sent[0] += 700
+    deploy.fail("the master stopped")
+    assert deploy.finish()["seeder_bytes_sent"] == 700
+
+
+@pytest.mark.parametrize("readings", [
+    [100, None],  # the seeder was closed (its release unpublished) before the end
+    [100, 40],  # its counter went back (libtorrent restarts it when the torrent is paused)
+    [100, RuntimeError("invalid torrent handle")],  # a figure never fails a deploy
+])
+def test_a_seeder_count_that_cannot_be_trusted_gives_no_figure(readings):
+    def read():
+        value = readings.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return value
+    deploy = make_deploy(Clock(), seeder_sent=read, activate=False)
+    for minion in MINIONS:
+        deploy.record(minion, "done", {"seconds": 1.0})
+    assert deploy.tick() is True
+    summary = deploy.finish()
+    assert "seeder_bytes_sent" not in summary and summary["result"] is True
 
 
 def test_a_deploy_not_activated_has_no_activating_step():
