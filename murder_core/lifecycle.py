@@ -84,7 +84,7 @@ class Deploy:
         until the distribution ends (or the deploy does).
         """
         if seeder_sent is not None:
-            self._seeder_sent, self._seeder_sent_before = seeder_sent, seeder_sent()
+            self._seeder_sent, self._seeder_sent_before = seeder_sent, self._read_seeder(seeder_sent)
         self.published = published
         self.state = DISTRIBUTING
         self._distributing_since = self.clock()
@@ -121,15 +121,18 @@ class Deploy:
             self._count_seeder()
         return finished
 
+    def _read_seeder(self, read):
+        try:
+            return read()
+        except Exception:  # a figure must never fail a deploy
+            log.exception("deploy %s: could not read what the seeder sent", self.deploy_id)
+            return None
+
     def _count_seeder(self):
         read, self._seeder_sent = self._seeder_sent, None  # the end of the distribution, or of the deploy: once
         if read is None or self._seeder_sent_before is None:
             return
-        try:
-            sent = read()
-        except Exception:  # a figure must never fail a deploy that succeeded
-            log.exception("deploy %s: could not read what the seeder sent", self.deploy_id)
-            return
+        sent = self._read_seeder(read)
         # None: the seeder is gone. Less than before: libtorrent restarted its counter (a paused torrent).
         if sent is not None and sent >= self._seeder_sent_before:
             self.seeder_bytes_sent = sent - self._seeder_sent_before

@@ -153,6 +153,7 @@ def test_a_deploy_that_fails_while_distributing_counts_the_seeder_until_its_end(
     [100, None],  # the seeder was closed (its release unpublished) before the end
     [100, 40],  # its counter went back (libtorrent restarts it when the torrent is paused)
     [100, RuntimeError("invalid torrent handle")],  # a figure never fails a deploy
+    [RuntimeError("invalid torrent handle"), 100],  # nor its start
 ])
 def test_a_seeder_count_that_cannot_be_trusted_gives_no_figure(readings):
     def read():
