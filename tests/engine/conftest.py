@@ -2,7 +2,7 @@
 
 Every host's upload is capped (``UPLOAD_CAP``), the engine's seeder too, so
 peers that fetch at the same time must trade with each other, and a
-deploy of ``BIG`` bytes lasts long enough to interrupt it. The master
+deploy of ``test_engine.INTERRUPTED_SIZE`` bytes lasts long enough to interrupt it. The master
 serves a state tree and pillar of the test's own beside the snippet's
 ``file_roots``, for highstates with ``murder.release``.
 """

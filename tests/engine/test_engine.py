@@ -183,6 +183,11 @@ def first_bytes(event_listener, salt_master, app, after):
     return wait_until(found, 60, "no minion got its first bytes")
 
 
+# Several seconds of download at UPLOAD_CAP: a signal sent at a deploy's first bytes must land while it
+# still runs, also when the test's events reach it late on a busy machine (6 MiB lost that race in CI).
+INTERRUPTED_SIZE = 24 * MiB
+
+
 def deploy_command(salt_run_cli, source, app, base):
     return salt_run_cli.cmdline("murder.deploy", f"source={source}", f"app={app}", f"tgt={','.join(MINIONS)}",
                                 "tgt_type=list", "release=r1", f"base_dir={base}", "timeout=120")
@@ -195,9 +200,9 @@ def test_a_deploy_goes_on_in_the_engine_when_salt_run_is_interrupted(salt_master
     app = f"outlives-{sig.name.lower()}"
     base = str(fleet_root / "{minion}" / "{app}")
     before = time.time()
-    running = subprocess.Popen(deploy_command(salt_run_cli, make_release(tmp_path / "v1", 1, size=6 * MiB), app,
-                                              base), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=salt_run_cli.environ)
+    source = make_release(tmp_path / "v1", 1, size=INTERRUPTED_SIZE)
+    running = subprocess.Popen(deploy_command(salt_run_cli, source, app, base), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=salt_run_cli.environ)
     try:
         deploy_id = first_bytes(event_listener, salt_master, app, before)
         running.send_signal(sig)
@@ -246,7 +251,7 @@ def test_an_engine_killed_mid_deploy_is_restarted_and_fails_that_deploy(salt_mas
                                                                         tmp_path):
     base = str(fleet_root / "{minion}" / "{app}")
     before = time.time()
-    running = subprocess.Popen(deploy_command(salt_run_cli, make_release(tmp_path / "v1", 1, size=6 * MiB),
+    running = subprocess.Popen(deploy_command(salt_run_cli, make_release(tmp_path / "v1", 1, size=INTERRUPTED_SIZE),
                                               "restarted", base),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=salt_run_cli.environ)
     try:
