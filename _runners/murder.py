@@ -14,7 +14,9 @@ import functools
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
 import time
 
 import salt.client
@@ -139,9 +141,40 @@ def _bus():
     return salt.utils.event.get_event("master", sock_dir=__opts__["sock_dir"], opts=__opts__, listen=True)
 
 
-def _next(bus, prefix, deadline):
-    """The next event under ``prefix`` before ``deadline`` (``(tag, data)``), else None."""
-    while time.monotonic() < deadline:
+class _Interrupt:
+    """SIGINT (Ctrl-C) and SIGTERM while salt-run follows a deploy, noted instead of raised.
+
+    Salt's own handler raises SystemExit wherever salt-run's main thread is,
+    and inside Salt's event reading that can be lost (``salt.utils.event``
+    turns a KeyboardInterrupt into an event): the follower then read on to
+    the deploy's end and exited 0. A flag read between two reads of the bus
+    cannot be lost. Outside the main thread Salt's handler stays.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum, frame):  # pylint: disable=unused-argument
+        self.signum = signum
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _next(bus, prefix, deadline, interrupt=None):
+    """The next event under ``prefix`` before ``deadline`` (``(tag, data)``), else None (also once interrupted)."""
+    while time.monotonic() < deadline and (interrupt is None or interrupt.signum is None):
         found = bus.get_event(wait=min(1.0, max(deadline - time.monotonic(), 0.05)), tag=prefix, full=True)
         if found:
             data = dict(found.get("data") or {})
@@ -303,29 +336,39 @@ def deploy(*args, **kwargs):
         # Distribution, then the waves of activation, each bounded by the deploy's timeout.
         try:
             summary = _follow(bus, deploy_id, time.monotonic() + 3 * timeout + FOLLOW_GRACE_SECONDS)
-        except (KeyboardInterrupt, SystemExit):  # salt-run's own Ctrl-C handler exits with SystemExit
-            message = (f"salt-run was interrupted; deploy {deploy_id} goes on in the murder engine: "
-                       f"salt-run murder.status deploy_id={deploy_id}")
-            _progress(message)
-            return {"deploy_id": deploy_id, "result": False, "state": "following interrupted", "comment": message,
-                    "retcode": 1}
+        except (KeyboardInterrupt, SystemExit):  # Salt's own handler, when not followed from the main thread
+            summary = None
+        if summary is None:
+            return _interrupted(deploy_id)
     summary["retcode"] = 0 if summary.get("result") else 1
     return _shown(summary, "deploy")
 
 
 def _follow(bus, deploy_id, deadline):
-    """Print the deploy's progress lines until its complete event; return its summary."""
+    """Print the deploy's progress lines until its complete event; return its summary, or None if interrupted."""
     prefix = f"murder/deploy/{deploy_id}/"
-    while True:
-        found = _next(bus, prefix, deadline)
-        if found is None:
-            raise CommandExecutionError(f"no word from the murder engine about deploy {deploy_id} before the "
-                                        f"deadline: salt-run murder.status deploy_id={deploy_id}")
-        tag, data = found
-        if tag.endswith("/progress") and data.get("message"):
-            _progress(data["message"])
-        elif tag.endswith("/complete"):
-            return dict(data)
+    with _Interrupt() as interrupt:
+        while True:
+            found = _next(bus, prefix, deadline, interrupt)
+            if interrupt.signum is not None:
+                return None
+            if found is None:
+                raise CommandExecutionError(f"no word from the murder engine about deploy {deploy_id} before the "
+                                            f"deadline: salt-run murder.status deploy_id={deploy_id}")
+            tag, data = found
+            if tag.endswith("/progress") and data.get("message"):
+                _progress(data["message"])
+            elif tag.endswith("/complete"):
+                return dict(data)
+
+
+def _interrupted(deploy_id):
+    """What salt-run returns when it stops following: the deploy itself goes on in the engine."""
+    message = (f"salt-run was interrupted; deploy {deploy_id} goes on in the murder engine: "
+               f"salt-run murder.status deploy_id={deploy_id}")
+    _progress(message)
+    return {"deploy_id": deploy_id, "result": False, "state": "following interrupted", "comment": message,
+            "retcode": 1}
 
 
 @_reported
@@ -368,7 +411,10 @@ def wait(request_id=None, timeout=None, **kwargs):
             raise CommandExecutionError(f"no deploy request {request_id!r} is known to this master "
                                         f"(salt-run murder.status lists the recent ones)")
         if record.get("state") not in lifecycle.FINAL:
-            record = _follow(bus, record["deploy_id"], deadline)
+            followed = _follow(bus, record["deploy_id"], deadline)
+            if followed is None:
+                return _interrupted(record["deploy_id"])
+            record = followed
     record = dict(record, retcode=0 if record.get("result") else 1)
     return _shown(record, "wait")
 
