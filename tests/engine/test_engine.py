@@ -184,7 +184,7 @@ def first_bytes(event_listener, salt_master, app, after):
 
 
 # Several seconds of download at UPLOAD_CAP: a signal sent at a deploy's first bytes must land while it
-# still runs, also when the test's events reach it late on a busy machine (6 MiB lost that race in CI).
+# still runs, also when the test's events reach it late on a busy machine.
 INTERRUPTED_SIZE = 24 * MiB
 
 
