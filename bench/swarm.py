@@ -31,8 +31,14 @@ is set beside the **floor** of that work done by hand on the same artifact
 fetch of a one-byte release gives the fixed cost of one fetch, on its own.
 The artifact is a real release: one incompressible file packed by murder.
 
-Results go to ``bench/results/swarm-latest.json``; the temporary directory is
-removed whatever happens. The exit status is non-zero when a download fails.
+After the table it prints the issue's two targets for the default torrent
+format: the host's CPU per GiB at most 1.5x the floor, and the swarm's ratio
+to a copy at least 0.5.
+
+Results go to ``bench/results/swarm-latest.json`` and a plot to
+``swarm-latest.png`` (the ratio to a copy per format, and the host's CPU per
+GiB beside the floor); the temporary directory is removed whatever happens.
+The exit status is non-zero when a download fails.
 """
 import argparse
 import base64
@@ -59,6 +65,7 @@ import libtorrent as lt  # noqa: E402
 import floor  # noqa: E402  (bench/ is a directory of scripts)
 import report  # noqa: E402
 from murder_core import minion, pack, profile, swarm, torrent  # noqa: E402
+from murder_core.config import DEFAULTS  # noqa: E402
 from murder_core.errors import MurderError  # noqa: E402
 from murder_core.tracker import Tracker  # noqa: E402
 
@@ -69,6 +76,12 @@ KiB = 1024
 GiB = 1024 * MiB
 CHUNK = 4 * MiB
 RESULTS = os.path.join(HERE, "results", "swarm-latest.json")
+# What a user gets without a `torrent_format` setting; the targets are judged on it.
+DEFAULT_FORMAT = DEFAULTS["torrent_format"]
+# The default first: the fixed cost of one fetch is measured with the first format given.
+FORMATS = [DEFAULT_FORMAT] + [kind for kind in torrent.FORMATS if kind != DEFAULT_FORMAT]
+HOST_FLOOR_LIMIT = 1.5
+COPY_RATIO_GOAL = 0.5
 # Seconds the seeder gets to announce itself before the peer starts.
 SEEDER_ANNOUNCE_WAIT = 10
 # Seconds of quiet before each measurement. On a virtual machine that hands
@@ -354,6 +367,56 @@ def summarize_hosts(hosts, floor_per_gib):
     return summary
 
 
+def targets(results):
+    """The issue's targets for the default format, each {id, name, value, limit, met}; None where not measured."""
+    swarm_ = next((e for e in results["summary"] if e["torrent_format"] == DEFAULT_FORMAT and "ratio" in e), {})
+    host = next((e for e in results.get("host_summary", []) if e["torrent_format"] == DEFAULT_FORMAT), {})
+    rows = [
+        ("host_floor_ratio", f"{DEFAULT_FORMAT}: a host's CPU per GiB at most {HOST_FLOOR_LIMIT}x the floor",
+         host.get("floor_ratio"), HOST_FLOOR_LIMIT, False),
+        ("copy_ratio", f"{DEFAULT_FORMAT}: the swarm's rate at least {COPY_RATIO_GOAL}x a plain copy's",
+         None if "ratio" not in swarm_ else round(swarm_["ratio"], 3), COPY_RATIO_GOAL, True),
+    ]
+    return [{"id": key, "name": name, "value": value, "limit": limit,
+             "met": None if value is None else (value >= limit if at_least else value <= limit)}
+            for key, name, value, limit, at_least in rows]
+
+
+def plot(results, path):
+    """Two panels: the swarm's ratio to a copy per format (median, min-max), the host's CPU per GiB by the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (ratios, cpu) = plt.subplots(1, 2, figsize=(9, 3.8))
+    swarms = [e for e in results["summary"] if "ratio" in e]
+    names = [f"{e['torrent_format']}\n{e['piece_size'] // KiB} KiB" for e in swarms]
+    medians = [e["ratio"] for e in swarms]
+    spread = [[m - e["ratio_min"] for m, e in zip(medians, swarms)],
+              [e["ratio_max"] - m for m, e in zip(medians, swarms)]]
+    ratios.bar(names, medians, yerr=spread, capsize=4, color="tab:blue")
+    ratios.axhline(COPY_RATIO_GOAL, color="tab:red", linestyle="--", label=f"goal {COPY_RATIO_GOAL}")
+    ratios.set_ylabel("swarm rate / plain copy rate")
+    ratios.set_title("one seeder, one peer, loopback", fontsize=9)
+    ratios.legend(fontsize=8)
+    hosts = [e for e in results.get("host_summary", []) if "cpu_seconds_per_gib" in e]
+    if hosts:
+        cpu.bar([e["torrent_format"] for e in hosts], [e["cpu_seconds_per_gib"] for e in hosts], color="tab:blue")
+        floor_ = results["floor"]["cpu_seconds_per_gib"]
+        cpu.axhline(floor_, color="tab:grey", label=f"floor {floor_:.2f}")
+        cpu.axhline(floor_ * HOST_FLOOR_LIMIT, color="tab:red", linestyle="--",
+                    label=f"target {HOST_FLOOR_LIMIT}x floor")
+        cpu.legend(fontsize=8)
+    cpu.set_ylabel("host CPU-s per GiB (minion.fetch)")
+    cpu.set_title("fetch, verify, unpack in one process", fontsize=9)
+    figure.suptitle(f"make bench-swarm: {results['size'] / MiB:.0f} MiB release, {results['machine']['nproc']} cores, "
+                    f"{results['date']}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def print_table(results):
     print(f"artifact {results['size'] // MiB} MiB, incompressible; {results['machine']['nproc']} cores, "
           f"{results['machine']['cpu']}; disk {results['disk']}; libtorrent {results['machine']['libtorrent']}")
@@ -392,6 +455,9 @@ def print_table(results):
         fixed = results["fixed_cost"]
         print(f"fixed cost of one fetch (a 1-byte release, {fixed['torrent_format']}): {fixed['seconds']:.2f} s, "
               f"{fixed['cpu_seconds']:.2f} CPU s; a Salt job's own start is measured by make bench")
+    for target in results.get("targets", []):
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        print(f"target: {target['name']}: {target['value']} ({verdict})")
 
 
 def parse_args(argv):
@@ -402,9 +468,9 @@ def parse_args(argv):
         help="torrent piece size(s) in KiB, one swarm per round each (default: what piece_size 0, "
              "the default, chooses for the artifact's size)",
     )
-    parser.add_argument("--torrent-format", nargs="+", choices=torrent.FORMATS, default=["hybrid"],
-                        help="torrent format(s), one swarm per round each (default hybrid; all three: "
-                             "--torrent-format hybrid v2 v1)")
+    parser.add_argument("--torrent-format", nargs="+", choices=torrent.FORMATS, default=FORMATS,
+                        help=f"torrent format(s), one swarm per round each (default all three, "
+                             f"{' '.join(FORMATS)}; the targets are judged on {DEFAULT_FORMAT}, the default)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of copy + swarms (default 3)")
     parser.add_argument("--setting", type=parse_setting, action="append", default=[],
                         metavar="[seeder:|peer:]NAME=VALUE",
@@ -417,6 +483,8 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=600, help="seconds one download may take (default 600)")
     parser.add_argument("--results", default=RESULTS,
                         help="JSON results file (default bench/results/swarm-latest.json)")
+    parser.add_argument("--plot", default=RESULTS[:-len(".json")] + ".png",
+                        help="PNG path; '' for none (default bench/results/swarm-latest.png)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log tracker and swarm diagnostics")
     args = parser.parse_args(argv)
     if args.size_mib < 1:
@@ -522,9 +590,10 @@ def main(argv=None):
         results["host_summary"] = summarize_hosts(results["hosts"], results["floor"]["cpu_seconds_per_gib"])
     if results["copy_cpu_seconds"]:
         results["copy_cpu_seconds_per_gib"] = statistics.median(results["copy_cpu_seconds"]) * GiB / size
-    report.write(results, args.results)
+    results["targets"] = targets(results)
+    report.write(results, args.results, plot, args.plot)
     print_table(results)
-    print(f"results: {args.results}")
+    print(f"results: {args.results}" + (f", plot: {args.plot}" if args.plot else ""))
     return 1 if failed else 0
 
 

@@ -11,10 +11,10 @@ BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench" / "swarm.py"
 
 
 def test_small_swarm_run_completes_and_writes_results(tmp_path):
-    results = tmp_path / "swarm.json"
+    results, picture = tmp_path / "swarm.json", tmp_path / "swarm.png"
     answer = subprocess.run(
         [sys.executable, str(BENCH), "--size-mib", "4", "--repeat", "1", "--settle", "0",
-         "--torrent-format", "v2", "v1", "--dir", str(tmp_path), "--results", str(results)],
+         "--torrent-format", "v2", "v1", "--dir", str(tmp_path), "--results", str(results), "--plot", str(picture)],
         capture_output=True, text=True, timeout=300,
     )
     assert answer.returncode == 0, answer.stdout[-3000:] + answer.stderr[-3000:]
@@ -33,3 +33,10 @@ def test_small_swarm_run_completes_and_writes_results(tmp_path):
     assert data["fixed_cost"]["cpu_seconds"] > 0
     assert all(0 <= entry["machine_busy"] <= 1 for entry in data["summary"] + data["host_summary"])
     assert "floor" in answer.stdout and "fixed cost" in answer.stdout
+    # The two targets, judged on the default format (v2), each with a verdict.
+    assert [t["id"] for t in data["targets"]] == ["host_floor_ratio", "copy_ratio"]
+    assert [t["limit"] for t in data["targets"]] == [1.5, 0.5]
+    assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in data["targets"])
+    assert data["targets"][0]["value"] == hosts["v2"]["floor_ratio"]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "target: " in answer.stdout
