@@ -36,6 +36,8 @@ def test_master_snippet_names_the_reactions_by_absolute_path_and_serves_the_stat
     assert elsewhere["murder"] == {"store_dir": "/data/murder"}
     assert elsewhere["file_roots"]["base"][2] == "/data/murder/fileserver"
     assert "module_dirs" not in snippet  # the entry point loads the modules
+    # Salt drops a bus subscriber with more queued than this; the engine must outlast a fleet's burst.
+    assert snippet["pub_server_write_queue_size"] >= 100_000
 
 
 def run_snippet(*args):
