@@ -1,5 +1,7 @@
 """``minion.fetch`` on real libtorrent sessions: download, verify, unpack."""
+import logging
 import os
+import threading
 
 import pytest
 
@@ -147,7 +149,7 @@ def test_a_peer_announces_its_signed_place_to_the_tracker(tracker, members, tmp_
 
 @pytest.mark.parametrize("peers, leaving", [(4, True), (2, False)])
 def test_a_deploys_peers_leave_the_seeder_only_from_four_stripes_on(tracker, members, run_all, tmp_path, peers,
-                                                                    leaving):
+                                                                    leaving, caplog, request):
     build = tmp_path / "build"
     build.mkdir()
     (build / "blob.bin").write_bytes(os.urandom(4 * MiB))
@@ -159,8 +161,17 @@ def test_a_deploys_peers_leave_the_seeder_only_from_four_stripes_on(tracker, mem
                           libtorrent={"outgoing_interfaces": "127.0.0.2"})
     members.append(seeder)
     names = [f"m{i}" for i in range(peers)]
+    # Started together, every peer asks the seeder for its own stripe first and the stripes come in at the
+    # same moment as the whole release: whether a peer sees its stripe complete before the end is a race.
+    # So the last peer starts once another has left; until then its stripe only comes after the others'.
+    someone_left = _LogWatch("stripe complete: leaving the seeder")
+    caplog.set_level(logging.INFO, logger="murder_core.swarm")
+    logging.getLogger("murder_core.swarm").addHandler(someone_left)
+    request.addfinalizer(lambda: logging.getLogger("murder_core.swarm").removeHandler(someone_left))
 
     def fetch(i):
+        if leaving and i == peers - 1:
+            someone_left.seen.wait(timeout=30)  # a deadline, not a pause: the assertion below says what happened
         peer, report = minion.fetch(torrent=made, sha256=artifact.sha256, base_dir=str(tmp_path / names[i]),
                                     release="r1", seeders=[seeder.endpoint], listen=f"127.0.0.{3 + i}:0",
                                     stall_timeout=20, minion=names[i], minions=names, leave_seeder=True)
@@ -171,3 +182,16 @@ def test_a_deploys_peers_leave_the_seeder_only_from_four_stripes_on(tracker, mem
     assert all(r["changed"] and r["stripe"][1] == peers for r in reports), reports
     # A peer whose stripe came in last may have had the rest already: it had nothing to leave for.
     assert any(r["left_seeder"] for r in reports) is leaving, reports
+
+
+class _LogWatch(logging.Handler):
+    """Sets ``seen`` once a record it handles starts with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__(logging.INFO)
+        self.prefix = prefix
+        self.seen = threading.Event()
+
+    def emit(self, record):
+        if record.getMessage().startswith(self.prefix):
+            self.seen.set()
