@@ -23,8 +23,9 @@ Every session has the datacenter profile (``murder_core.profile``). The
 network is ``netlab.Network`` with racks, as in ``make bench TOPOLOGY=RxH``:
 R racks of H hosts behind uplinks of ``--uplink-mbit``, the seeder on the
 core. It records, per run, the copies of the release that entered each rack
-through its uplink, when each rack's last host had every piece, and the
-seeder's copies; results go to ``bench/results/rack-split-latest.json``.
+through its uplink, when each host and each rack's last host had every
+piece, what each host's outward (or only) session downloaded, in copies,
+and the seeder's copies; results go to ``bench/results/rack-split-latest.json``.
 Needs root. Bounded: every run has ``--timeout``; every process and
 namespace is removed at the end, also on failure.
 """
@@ -233,6 +234,9 @@ def run_once(mode, args, artifact, data, size, workdir):
         "uplink_copies": [round((after[r]["in"] - before[r]["in"]) / size, 3) for r in sorted(racks)],
         "rack_finish_seconds": [round(max(done.get(h, finished - started) for h in racks[r]), 2)
                                 for r in sorted(racks)],
+        "host_done_seconds": {host: round(done[host], 2) for host in sorted(done)},
+        "host_outward_copies": {host: round(figures[host]["out"]["downloaded"] / size, 3)
+                                   for host in placement if host in figures},
         "seeder_copies": round(figures["seeder"]["out"]["uploaded"] / size, 3),
         "handed_pieces": sum(f.get("handed", 0) for f in figures.values()),
         "cpu_busy": round((busy - jiffies[0]) / max(total - jiffies[1], 1), 3),
