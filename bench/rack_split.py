@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE.parent))
 import libtorrent as lt  # noqa: E402
 
 import report  # noqa: E402
-from murder_core import profile, torrent  # noqa: E402
+from murder_core import pack, profile, torrent  # noqa: E402
 from netlab import Network  # noqa: E402
 
 log = logging.getLogger("bench.rack_split")
@@ -279,8 +279,6 @@ def main(argv=None):
         os.makedirs(build)
         with open(os.path.join(build, "payload.bin"), "wb") as handle:
             handle.write(os.urandom(args.size_mib * MiB))
-        from murder_core import pack
-
         artifact = pack.pack(build, os.path.join(workdir, "app.tar.zst"))
         data = torrent.make_torrent(artifact.path, ["http://127.0.0.1:9/announce"], piece_size=0)
         info = torrent.describe(data)
