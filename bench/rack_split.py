@@ -17,7 +17,12 @@ choosing peers below are compared on the same footing, in one run:
 * ``split``: the two sessions above;
 * ``rack``: one session, connected to the seeder, its rack-mates and one host
   of another rack (what murder's ``peer_choice: rack`` hands out);
-* ``random``: one session, connected to the seeder and every other host.
+* ``random``: one session, connected to the seeder and every other host;
+* ``split_leave`` (only when asked for with ``--modes``): the split, where
+  each outward session takes its own share of its stripe from the seeder
+  first and then blocks the seeder's address, getting the rest of the
+  stripe from the same stripe's hosts in other racks (back to the seeder
+  after ``SEEDER_FALLBACK`` seconds without progress).
 
 Every session has the datacenter profile (``murder_core.profile``). The
 network is ``netlab.Network`` with racks, as in ``make bench TOPOLOGY=RxH``:
@@ -57,6 +62,10 @@ from netlab import Network  # noqa: E402
 log = logging.getLogger("bench.rack_split")
 
 MODES = ("split", "rack", "random")
+# Also measurable (--modes): the split, with the seeder's duplicates cut as murder's stripes cut them.
+EXTRA_MODES = ("split_leave",)
+# Seconds without progress after leaving the seeder before a split_leave host goes back to it.
+SEEDER_FALLBACK = 5.0
 OUT_PORT, IN_PORT = 6881, 6882
 MiB = 1024 * 1024
 RESULTS = HERE / "results" / "rack-split-latest.json"
@@ -84,7 +93,8 @@ def child(job):
     then serve until stdin says ``stop``, and print what it uploaded and downloaded as JSON."""
     data = bytes.fromhex(job["torrent"])
     info = torrent.describe(data)
-    sessions, handles, wanted = [], {}, set()
+    sessions, handles = [], {}
+    own, left_seeder, last_done, last_change = set(), None, -1, time.monotonic()
     if job["role"] == "seeder":
         session = _session(job["address"], OUT_PORT, seeder=True)
         sessions.append(session)
@@ -93,9 +103,14 @@ def child(job):
         outward = _session(job["address"], OUT_PORT)
         sessions.append(outward)
         handles["out"] = _add(outward, data, os.path.join(job["save"], "out"))
-        if job["mode"] == "split":
+        if job["mode"].startswith("split"):
             pieces = info.size // info.piece_size + bool(info.size % info.piece_size)
-            handles["out"].prioritize_pieces([1 if p % job["stripes"] == job["stripe"] else 0 for p in range(pieces)])
+            stripe = [p for p in range(pieces) if p % job["stripes"] == job["stripe"]]
+            if job["mode"] == "split_leave":
+                # Within the stripe's outward swarm (one host a rack) each host takes its own share from the
+                # seeder first and leaves it once that is in, as murder's stripes do for the whole swarm.
+                own = {p for p in stripe if (p // job["stripes"]) % job["racks"] == job["rack_index"]}
+            handles["out"].prioritize_pieces([(7 if p in own else 1) if p in stripe else 0 for p in range(pieces)])
             # The profile leaves piece alerts off; the hand-over needs them.
             mask = outward.get_settings()["alert_mask"] | int(lt.alert.category_t.piece_progress_notification)
             outward.apply_settings({"alert_mask": mask})
@@ -131,6 +146,18 @@ def child(job):
                     elif isinstance(alert, lt.read_piece_alert) and not alert.error.value():
                         handles["in"].add_piece(alert.piece, alert.buffer, 0)
                         handed += 1
+        if own:
+            status = handles["out"].status()
+            if status.total_wanted_done != last_done:
+                last_done, last_change = status.total_wanted_done, now
+            if left_seeder is None and all(handles["out"].have_piece(p) for p in own):
+                blocked = lt.ip_filter()
+                blocked.add_rule(job["seeder_ip"], job["seeder_ip"], 1)
+                sessions[0].set_ip_filter(blocked)
+                left_seeder = now
+            elif left_seeder and not status.is_finished and now - last_change > SEEDER_FALLBACK:
+                sessions[0].set_ip_filter(lt.ip_filter())
+                left_seeder = 0.0  # back for good
         if not done:
             final = handles.get("in", handles["out"])
             if final.status().is_seeding:
@@ -139,6 +166,8 @@ def child(job):
     figures = {name: {"uploaded": h.status().total_payload_upload, "downloaded": h.status().total_payload_download}
                for name, h in handles.items()}
     figures["handed"] = handed
+    figures["left_seeder"] = left_seeder is not None
+    figures["back_to_seeder"] = left_seeder == 0.0
     print(json.dumps(figures), flush=True)
     return 0
 
@@ -156,11 +185,12 @@ def jobs_for(mode, net, racks, data, workdir):
         addresses = sorted(net.address(h) for h in members)
         for k, host in enumerate(members):
             job = {"role": "peer", "mode": mode, "address": net.address(host), "stripe": k, "stripes": len(members),
+                   "racks": len(names), "rack_index": r, "seeder_ip": net.address("seeder"),
                    "rack_first": addresses[0].rsplit(".", 1)[0] + ".0",
                    "rack_last": addresses[0].rsplit(".", 1)[0] + ".255",
                    "save": os.path.join(workdir, host)}
             mates = [h for h in members if h != host]
-            if mode == "split":
+            if mode.startswith("split"):
                 same_stripe = [racks[other][k] for other in names if other != rack and len(racks[other]) > k]
                 job["connect"] = {"out": [seeder] + [[net.address(h), OUT_PORT] for h in same_stripe],
                                   "in": [[net.address(h), IN_PORT] for h in mates]}
@@ -239,6 +269,8 @@ def run_once(mode, args, artifact, data, size, workdir):
                                    for host in placement if host in figures},
         "seeder_copies": round(figures["seeder"]["out"]["uploaded"] / size, 3),
         "handed_pieces": sum(f.get("handed", 0) for f in figures.values()),
+        "left_seeder": sum(bool(f.get("left_seeder")) for host, f in figures.items() if host != "seeder"),
+        "back_to_seeder": sum(bool(f.get("back_to_seeder")) for host, f in figures.items() if host != "seeder"),
         "cpu_busy": round((busy - jiffies[0]) / max(total - jiffies[1], 1), 3),
     }
 
@@ -250,7 +282,7 @@ def parse_args(argv):
     parser.add_argument("--size-mib", type=int, default=32)
     parser.add_argument("--link-mbit", type=int, default=12)
     parser.add_argument("--uplink-mbit", type=int, default=None, help="default: twice the link")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES + EXTRA_MODES, default=list(MODES))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--results", default=str(RESULTS))
