@@ -417,9 +417,7 @@ def targets(results):
         ("cpu_busy", f"murder N={top}: at most {CPU_BUSY_LIMIT} CPU-busy, else the run does not count",
          murder.get("cpu_busy"), CPU_BUSY_LIMIT, False),
     ]
-    return [{"id": key, "name": name, "value": value, "limit": limit,
-             "met": None if value is None else (value >= limit if at_least else value <= limit)}
-            for key, name, value, limit, at_least in rows]
+    return report.judge(rows)
 
 
 def machine():

@@ -65,6 +65,17 @@ def wait_quiet(busy_below, window=3.0, deadline=90.0, step=0.5):
             return {"quiet": False, "waited_seconds": round(now - started, 1), "busy": round(busy, 3)}
 
 
+def judge(rows):
+    """``[(id, name, value, limit, at_least), …]`` -> the targets, each {id, name, value, limit, met}.
+
+    ``met`` is None for a value not measured (None); otherwise ``value >= limit``
+    when ``at_least``, else ``value <= limit``.
+    """
+    return [{"id": key, "name": name, "value": value, "limit": limit,
+             "met": None if value is None else (value >= limit if at_least else value <= limit)}
+            for key, name, value, limit, at_least in rows]
+
+
 def write(results, path, plot=None, plot_path=""):
     """Write ``results`` as JSON to ``path`` (atomically), then ``plot(results, plot_path)`` when one is asked for."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -377,9 +377,7 @@ def targets(results):
         ("copy_ratio", f"{DEFAULT_FORMAT}: the swarm's rate at least {COPY_RATIO_GOAL}x a plain copy's",
          None if "ratio" not in swarm_ else round(swarm_["ratio"], 3), COPY_RATIO_GOAL, True),
     ]
-    return [{"id": key, "name": name, "value": value, "limit": limit,
-             "met": None if value is None else (value >= limit if at_least else value <= limit)}
-            for key, name, value, limit, at_least in rows]
+    return report.judge(rows)
 
 
 def plot(results, path):

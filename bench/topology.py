@@ -126,8 +126,7 @@ def targets(results):
          RACK_SPREAD_LIMIT),
         ("cpu_busy", "machine busy during any run at most (else the run does not count)", busiest, CPU_BUSY_LIMIT),
     ]
-    return [{"id": key, "name": name, "value": value, "limit": limit, "met": None if value is None else value <= limit}
-            for key, name, value, limit in rows]
+    return report.judge((key, name, value, limit, False) for key, name, value, limit in rows)
 
 
 def table(results):

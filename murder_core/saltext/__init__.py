@@ -32,9 +32,10 @@ SALT_DEFAULT_FILE_ROOT = "/srv/salt"
 DEFAULT_STORE_DIR = "/var/cache/salt/master/murder"
 # Events Salt's bus may hold for one subscriber before it drops that subscriber (Salt's default is
 # 10,000). A deploy to N minions puts about 4 N events on the bus (two progress, done, the job's
-# return), most of them within seconds of the swarm's end; the engine reads about 2,700 a second on
-# two cores, and events queued for a dropped subscriber are lost, so at Salt's default a fleet of
-# 10,000 lost 7,402 `done` events in `bench/engine_events.py`. Room for 100,000: fleets to 25,000.
+# return), most of them within seconds of the swarm's end, and can come faster than the engine reads
+# them (143-366 us an event, measured); events queued for a dropped subscriber are lost, so at Salt's
+# default a fleet of 10,000 lost 7,402 `done` events in `bench/engine_events.py`. Room for 100,000:
+# fleets to 25,000.
 EVENT_QUEUE = 100_000
 
 
