@@ -20,12 +20,13 @@ import logging
 import os
 import signal
 
+import salt.cache
 import salt.client
 import salt.utils.event
 import salt.utils.minions
 
 try:
-    from murder_core import config, distribution, engine as engine_core, metrics, store as store_mod
+    from murder_core import config, distribution, engine as engine_core, location, metrics, store as store_mod
     from murder_core.errors import InvalidInput
 
     HAS_CORE, CORE_ERROR = True, ""
@@ -96,6 +97,29 @@ def _activate(opts):
     return activate
 
 
+def _places(opts):
+    """``{minion: place or None}`` from the master's minion data cache (``rack_split``'s plan).
+
+    Each minion's grains hold ``murder_location`` (its ``murder:`` config's
+    ``rack`` and ``datacenter``, from the ``murder`` grains module) and its
+    own ``rack``/``datacenter`` grains: the same place its peer announces.
+    A minion the cache does not know, or whose names are not valid, has none.
+    """
+    def places(minions):
+        cache = salt.cache.factory(opts)
+        found = {}
+        for minion in minions:
+            try:
+                grains = cache.fetch("grains", minion) or {}
+                found[minion] = location.of_minion(grains.get(location.GRAIN) or {}, grains)
+            except Exception as exc:  # pylint: disable=broad-except
+                log.info("murder: no place for %s in the minion data cache: %s", minion, exc)
+                found[minion] = None
+        return found
+
+    return places
+
+
 def start(**engine_config):
     """Run the engine until the master stops; Salt calls this in the engine's process."""
     opts = __opts__  # noqa: F821 pylint: disable=undefined-variable
@@ -105,7 +129,7 @@ def start(**engine_config):
         engine = engine_core.Engine(
             settings=found, store=found["store_dir"], address=address,
             fire=lambda tag, data: bus.fire_event(data, tag),
-            expected_minions=_expected_minions(opts), activate=_activate(opts),
+            expected_minions=_expected_minions(opts), activate=_activate(opts), places=_places(opts),
         )
         try:
             engine.start()

@@ -21,7 +21,7 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    from murder_core import config, location, request
+    from murder_core import config, location, rack_split, request
     from murder_core.errors import InvalidInput, MurderError
     from murder_core.release import DEFAULT_CHECK_TIMEOUT, ReleaseTree, command_check
 
@@ -254,6 +254,7 @@ def _swarm_fetch(peer_request, on_progress, stripe_members=()):
     base = config.expand_base_dir(peer_request.base_dir or settings["base_dir"], peer_request.app, minion)
     minion_core.forget_artifacts(base)
     timeout = float(peer_request.timeout or settings["timeout"])
+    place = _place(settings) if peer_request.location_key else None
     first, last = int(settings["peer_port_first"]), int(settings["peer_port_last"])
     return minion_core.fetch(
         torrent=peer_request.torrent, sha256=peer_request.sha256, base_dir=base, release=peer_request.release,
@@ -267,10 +268,22 @@ def _swarm_fetch(peer_request, on_progress, stripe_members=()):
         download_rate_limit=int(settings["download_rate_limit"]),
         deadline=time.monotonic() + timeout,
         libtorrent=settings["libtorrent"],
-        minion=minion, minions=stripe_members,
-        place=_place(settings) if peer_request.location_key else None, location_key=peer_request.location_key,
+        minion=minion, minions=stripe_members, place=place, location_key=peer_request.location_key,
         leave_seeder=bool(settings["leave_seeder"]), seeder_fallback=float(settings["seeder_fallback"]),
+        split=_split(peer_request, minion, place),
     )
+
+
+def _split(peer_request, minion, place):
+    """This minion's share under the deploy's rack split (``murder_core.rack_split``), or None."""
+    if not peer_request.racks or not place:
+        return None
+    found = rack_split.assign(peer_request.racks, minion, place)
+    if found is None:
+        known = [name for name, members in peer_request.racks.items() if minion in members]
+        log.warning("murder: the master places this minion in %s, it says %s: one session, no rack split "
+                    "(refresh its grains: saltutil.refresh_grains)", known[0] if known else "no rack", place)
+    return found
 
 
 def _place(settings):
@@ -322,6 +335,11 @@ def peer(**kwargs):
         Set by the engine when its tracker chooses peers by rack: the peer
         announces this minion's place (``murder: rack`` and ``datacenter``,
         else the grains of those names) signed with it.
+    racks
+        Set by the engine when the master knows where the deploy's minions
+        are (``{place: [minion, ...]}``, ``murder_core.rack_split``): a
+        minion listed at its own place runs two sessions, one fetching its
+        rack's stripes from outside, one trading with its rack-mates.
     base_dir
         Where the app lives (default: this minion's ``murder: base_dir``).
     timeout, progress_interval

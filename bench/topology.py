@@ -104,6 +104,10 @@ def run_deploy(lab, net, top, minions, size, timeout, run_id, meter):
         "seeder_copies": round(summary["seeder_bytes_sent"] / size, 3),  # the seeder's own count, as make bench
         # Minions whose peer announced the place their config gives (the rest were placed by address).
         "placed": sum(1 for m in minions if reports[m].get("place") == f"{DATACENTER}/{rack_of(m)}"),
+        # Minions whose peer ran as two sessions (rack_split), and those of them whose rack gave them nothing
+        # for a while, so that they fetched the rest from outside.
+        "split": sum(1 for m in minions if reports[m].get("split")),
+        "rescued": sum(1 for m in minions if reports[m].get("rescued")),
     }
 
 

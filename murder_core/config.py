@@ -74,6 +74,13 @@ DEFAULTS = {
     # "Racks and datacenters", for the measurement).
     "peers_outside_rack": 1,
     "peers_outside_datacenter": 1,
+    # (master) With peer_choice rack: when the master's minion data cache
+    # knows where a deploy's minions are (their murder_location, rack or
+    # datacenter grains), each peer runs two sessions, one fetching its
+    # rack's share from outside and one trading with its rack only, so that
+    # a release crosses each rack's uplink about once (murder_core.rack_split,
+    # docs/topology.md).
+    "rack_split": True,
     # (minion) Where this minion is; "" means its grain of the same name, and
     # without a rack the tracker places it by address (its /24 is its rack).
     "rack": "",

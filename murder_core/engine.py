@@ -28,7 +28,7 @@ import os
 import re
 import time
 
-from murder_core import config, distribution, lifecycle, location, swarm, torrent as torrent_mod, whitelist
+from murder_core import config, distribution, lifecycle, location, rack_split, swarm, torrent as torrent_mod, whitelist
 from murder_core.errors import InvalidInput, MurderError
 from murder_core import request
 from murder_core.request import DeployRequest, check_names
@@ -52,6 +52,8 @@ def check_settings(settings):
         raise InvalidInput(f"max_announce_rate must be a whole number of announces a second >= 1, got {rate!r}")
     check_peer_choice(config.setting(settings, "peer_choice"), config.setting(settings, "peers_outside_rack"),
                       config.setting(settings, "peers_outside_datacenter"))
+    if not isinstance(config.setting(settings, "rack_split"), bool):
+        raise InvalidInput(f"rack_split must be true or false, got {settings['rack_split']!r}")
 
 
 class Engine:
@@ -64,13 +66,16 @@ class Engine:
     ``{minion: {"ret": …, "retcode": …}}``.
     """
 
-    def __init__(self, *, settings, store, address, fire, expected_minions, activate, clock=time.monotonic):
+    def __init__(self, *, settings, store, address, fire, expected_minions, activate, places=None,
+                 clock=time.monotonic):
         self.settings = settings
         self.store = store if isinstance(store, Store) else Store(store)
         self.address = address
         self._fire = fire
         self._expected_minions = expected_minions
         self._activate = activate
+        # places(minions) -> {minion: place or None}, what the master knows of where they are (rack_split).
+        self._places = places
         self.clock = clock
         self.tracker = None
         # Each swarm's location key derives from it (location.swarm_key): a new one at each start.
@@ -152,6 +157,19 @@ class Engine:
         if self.tracker is None or self.tracker.peer_choice != "rack":
             return None
         return location.swarm_key(self._location_secret, record.info_hash)
+
+    def _racks(self, record, minions):
+        """The deploy's racks for a split (``rack_split.plan``), or None: no place, one rack, or not wanted."""
+        if self._places is None or self.location_key(record) is None or not config.setting(self.settings, "rack_split"):
+            return None
+        try:
+            racks = rack_split.plan(self._places(minions))
+        except Exception:  # the cache failing must not fail the deploy: it goes on with one session a peer
+            log.warning("could not read where the minions are: no rack split", exc_info=True)
+            return None
+        if racks:
+            log.info("rack split: %d minions in %d racks", sum(len(m) for m in racks.values()), len(racks))
+        return racks
 
     def seeder_endpoint(self, seeder):
         return f"{self.address}:{seeder.listen_port}"
@@ -400,7 +418,7 @@ class Engine:
         peer = self.store.offer(record, [self.seeder_endpoint(seeder)], self.trackers,
                                 self.location_key(record)).for_deploy(
             deploy_id=deploy.deploy_id, timeout=deploy.request.timeout, base_dir=deploy.request.base_dir,
-            progress_interval=deploy.peer_progress_interval(),
+            progress_interval=deploy.peer_progress_interval(), racks=self._racks(record, deploy.expected),
         )
         self.store.save_deploy(deploy.summary())
         deploy.say(f"deploy {deploy.deploy_id}: {record.app} {record.release} ({record.size} bytes) to "

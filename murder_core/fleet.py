@@ -39,6 +39,9 @@ class MinionState:
     place: str = None  # where its peer told the tracker it is (murder_core.location), None: by address
     left_seeder: bool = False  # its peer left the seeder once its stripe was in (policy.SeederLeave)
     back_to_seeder: bool = False  # and went back to it, as nothing else came
+    split: bool = False  # its peer ran two sessions, outward and inward (murder_core.rack_split)
+    rescued: bool = False  # ... and its rack gave it nothing for a while: it fetched the rest from outside
+    bytes_from_outside: int = None  # a split peer: what its outward session took (crossed its rack's uplink)
 
     @property
     def finished(self):
@@ -100,6 +103,9 @@ class Fleet:
             state.stripe = list(stripe) if isinstance(stripe, (list, tuple)) else None
             state.place = data.get("place") if isinstance(data.get("place"), str) else None
             state.left_seeder, state.back_to_seeder = data.get("left_seeder") is True, data.get("back_to_seeder") is True
+            state.split, state.rescued = data.get("split") is True, data.get("rescued") is True
+            outside = data.get("bytes_from_outside")
+            state.bytes_from_outside = outside if isinstance(outside, int) and not isinstance(outside, bool) else None
             state.steps = self._steps(state.seconds, data.get("steps"), now)
         elif kind == "failed":
             state.state = FAILED
@@ -217,6 +223,9 @@ class Fleet:
                 "left_seeder": state.left_seeder,
                 "back_to_seeder": state.back_to_seeder,
                 "place": state.place,
+                "split": state.split,
+                "rescued": state.rescued,
+                "bytes_from_outside": state.bytes_from_outside,
                 "steps": state.steps,
                 "changed": state.changed,
                 "activated": state.activated,

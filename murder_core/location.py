@@ -30,6 +30,9 @@ PARAM = "location"
 PARAM_SIG = "location_sig"
 # Settings naming a minion's place; the same names are looked up in its grains.
 KEYS = ("datacenter", "rack")
+# The grain (``_grains/murder.py``) holding the KEYS a minion's ``murder:`` config sets: what the
+# master's minion data cache knows of them (``rack_split``'s plan).
+GRAIN = "murder_location"
 # A place is "<datacenter>/<rack>"; one placed by address has no datacenter and
 # a rack "net:<network>", which no configured name can equal.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

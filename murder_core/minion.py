@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 
-from murder_core import config, location, pack, policy, swarm, torrent as torrent_mod
+from murder_core import config, location, pack, policy, rack_split, swarm, torrent as torrent_mod
 from murder_core.errors import InvalidInput, MurderError, ReleaseError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _no_space(base_dir, needed):
 def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:6881", port_retries=0,
           stall_timeout=30, progress_interval=2.0, on_progress=None,
           upload_rate_limit=0, download_rate_limit=0, deadline=None, libtorrent=None, minion=None, minions=(),
-          place=None, location_key=None, leave_seeder=False, seeder_fallback=10.0):
+          place=None, location_key=None, leave_seeder=False, seeder_fallback=10.0, split=None):
     """Make ``releases/<release>`` hold the release; return ``(peer, report)``.
 
     ``peer`` is the running :class:`swarm.Peer` (call :func:`linger` then
@@ -122,7 +122,10 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     ``leave_seeder`` a peer with a stripe (in a deploy of at least
     ``policy.LEAVE_MIN_STRIPES``) leaves the ``seeders`` once its stripe is in, and goes back to them after ``seeder_fallback`` seconds
     without data (``policy.SeederLeave``); the report's ``left_seeder`` and
-    ``back_to_seeder`` say what it did.
+    ``back_to_seeder`` say what it did. ``split`` (a ``rack_split.Assignment``
+    for ``place``, with ``location_key``) makes the peer a ``swarm.SplitPeer``:
+    ``stripe`` in the report is then ``[index, rack size]``, and ``split``
+    and ``rescued`` say so.
     On failure the partial artifact and any staging directory are removed
     and the error is raised; an existing release is never touched. A
     release already on disk with other content (``check_same_content``)
@@ -130,12 +133,17 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     """
     config.check_release_name(release)
     torrent = torrent_mod.decode(torrent)
+    inward_torrent = None
     if not (place and location_key):
         place = None
     else:
         # Our tracker reads the place from the announce; the info-hash does not change.
-        urls = torrent_mod.describe(torrent).trackers
-        torrent = torrent_mod.with_trackers(torrent, [location.announce_url(url, location_key, place) for url in urls])
+        urls = [location.announce_url(url, location_key, place) for url in torrent_mod.describe(torrent).trackers]
+        if split is not None and split.place == place:
+            inward_torrent = torrent_mod.with_trackers(
+                torrent, [rack_split.announce_url(url, rack_split.INWARD) for url in urls])
+            urls = [rack_split.announce_url(url, split.announce_value()) for url in urls]
+        torrent = torrent_mod.with_trackers(torrent, urls)
     target = release_dir(base_dir, release)
     downloads = artifact_dir(base_dir, release)
     check_same_content(base_dir, release, sha256)
@@ -146,19 +154,28 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     if not already and free_bytes(base_dir) < size:
         raise _no_space(base_dir, size)
 
-    stripe = policy.stripe(minion, minions, info.num_pieces)
+    stripe = None if inward_torrent is not None else policy.stripe(minion, minions, info.num_pieces)
     started = time.monotonic()
     steps = {}
     peer = None
     try:
-        peer = swarm.Peer(
-            torrent, downloads, listen=listen, port_retries=port_retries,
-            upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
-            stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
-            libtorrent=libtorrent, stripe=stripe,
-            leave_seeders=[host for host, _ in seeders] if policy.leaves_seeder(leave_seeder, stripe) else (),
-            seeder_fallback=seeder_fallback,
-        )
+        if inward_torrent is not None:
+            peer = swarm.SplitPeer(
+                torrent, inward_torrent, downloads, split, listen=listen, port_retries=port_retries,
+                upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
+                stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
+                libtorrent=libtorrent, leave_seeders=[host for host, _ in seeders] if leave_seeder else (),
+                seeder_fallback=seeder_fallback,
+            )
+        else:
+            peer = swarm.Peer(
+                torrent, downloads, listen=listen, port_retries=port_retries,
+                upload_rate_limit=upload_rate_limit, download_rate_limit=download_rate_limit,
+                stall_timeout=stall_timeout, on_progress=on_progress, progress_interval=progress_interval,
+                libtorrent=libtorrent, stripe=stripe,
+                leave_seeders=[host for host, _ in seeders] if policy.leaves_seeder(leave_seeder, stripe) else (),
+                seeder_fallback=seeder_fallback,
+            )
         peer.connect(*seeders)
         result = peer.download(deadline=deadline)
         steps["download"] = time.monotonic() - started
@@ -183,7 +200,11 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
                 raise _no_space(base_dir, size) from exc
         raise
     report = _report(not already, target, time.monotonic() - started, result.bytes_from_seeder,
-                     result.bytes_from_peers, result.hash_failures, stripe)
+                     result.bytes_from_peers, result.hash_failures,
+                     split.as_list() if inward_torrent is not None else stripe)
+    report["split"] = inward_torrent is not None
+    report["rescued"] = result.rescued
+    report["bytes_from_outside"] = result.bytes_from_outside
     report["steps"] = {name: round(seconds, 3) for name, seconds in steps.items()}
     report["place"] = place
     report["left_seeder"], report["back_to_seeder"] = result.left_seeder, result.back_to_seeder

@@ -17,10 +17,14 @@ remove and sample in O(1), so an answer costs the same in a swarm of 10 or
   reaches finished peers elsewhere (Uber's Kraken dropped a policy that told
   a late group to talk only among itself, uber/kraken#244). Outside peers
   are complete ones first, for the same reason.
+* :func:`pick_stripe` and :func:`pick_inward` answer the two sessions of a
+  split peer (``murder_core.rack_split``): its outward session gets the
+  seeders and the hosts of other racks that take the same stripes, its
+  inward session its rack-mates' inward sessions only.
 """
 import random
 
-from murder_core import location
+from murder_core import location, rack_split
 
 
 class PeerSet:
@@ -121,18 +125,32 @@ class Groups:
 
     Each peer has a ``place`` (``"<datacenter>/<rack>"``, see
     ``murder_core.location``; None for the master's seeders, which are in
-    no place) and a ``complete`` flag; call :meth:`add` again when its
-    ``complete`` changes and :meth:`discard` before its place does.
+    no place), a ``complete`` flag and a ``side``: None for an ordinary
+    peer, or the session of a split peer (``rack_split.parse``), which is
+    kept apart: ``inward`` by place, ``outward`` by stripe, so that no
+    ordinary answer names one. Call :meth:`add` again when its ``complete``
+    changes and :meth:`discard` before its place or side does.
     """
 
-    __slots__ = ("everyone", "racks", "datacenters")
+    __slots__ = ("everyone", "racks", "datacenters", "inward", "inward_all", "outward")
 
     def __init__(self):
         self.everyone = Group()
         self.racks = {}  # place -> Group
         self.datacenters = {}  # datacenter -> {place, ...}
+        self.inward = {}  # place -> Group of inward sessions
+        self.inward_all = Group()  # every inward session: the swarm's counts
+        self.outward = {}  # stripe -> PeerSet of outward sessions (one a rack)
+
+    def counts(self):
+        """``(complete, incomplete)`` hosts: ordinary peers and inward sessions (an outward one never completes)."""
+        return (len(self.everyone.complete) + len(self.inward_all.complete),
+                len(self.everyone.incomplete) + len(self.inward_all.incomplete))
 
     def add(self, address, peer):
+        if peer.side is not None:
+            self._add_split(address, peer)
+            return
         self.everyone.add(address, peer)
         if peer.place is None:  # a seeder: in every answer already, in no place's share
             return
@@ -142,7 +160,34 @@ class Groups:
             self.datacenters.setdefault(location.datacenter(peer.place), set()).add(peer.place)
         rack.add(address, peer)
 
+    def _add_split(self, address, peer):
+        if peer.side == rack_split.INWARD:
+            self.inward.setdefault(peer.place, Group()).add(address, peer)
+            self.inward_all.add(address, peer)
+        else:
+            for stripe in peer.side:
+                self.outward.setdefault(stripe, PeerSet()).add(address, peer)
+
+    def _discard_split(self, address, peer):
+        if peer.side == rack_split.INWARD:
+            self.inward_all.discard(address)
+            group = self.inward.get(peer.place)
+            if group is not None:
+                group.discard(address)
+                if not group:
+                    del self.inward[peer.place]
+            return
+        for stripe in peer.side:
+            members = self.outward.get(stripe)
+            if members is not None:
+                members.discard(address)
+                if not members:
+                    del self.outward[stripe]
+
     def discard(self, address, peer):
+        if peer.side is not None:
+            self._discard_split(address, peer)
+            return
         self.everyone.discard(address)
         rack = self.racks.get(peer.place) if peer.place is not None else None
         if rack is None:
@@ -168,6 +213,17 @@ def pick_peers(complete, incomplete, limit, requester=None, requester_complete=F
     chosen = first.sample(limit, rng, exclude=requester)
     if len(chosen) < limit:
         chosen += second.sample(limit - len(chosen), rng, exclude=requester)
+    return chosen
+
+
+def _seeders(groups, seeders, requester, limit):
+    chosen = []
+    for address in seeders:
+        if len(chosen) >= limit:
+            break
+        peer = groups.everyone.complete.get(address)
+        if peer is not None and address != requester:
+            chosen.append(peer)
     return chosen
 
 
@@ -204,13 +260,9 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
     filling it from elsewhere would undo the policy in a small swarm, where
     every answer would again be everyone.
     """
-    chosen = []
-    for address in seeders:
-        if len(chosen) >= limit:
-            return chosen
-        peer = groups.everyone.complete.get(address)
-        if peer is not None and address != requester:
-            chosen.append(peer)
+    chosen = _seeders(groups, seeders, requester, limit)
+    if len(chosen) >= limit:
+        return chosen
     rack = groups.racks.get(place)
     if len(groups.racks) > (rack is not None):  # some place other than the requester's: its share first
         outside = rng if outside_seed is None else random.Random(outside_seed)
@@ -228,3 +280,36 @@ def pick_near(groups, place, limit, *, outside_rack, outside_datacenter, seeders
         chosen += pick_peers(rack.complete, rack.incomplete, limit - len(chosen), requester=requester,
                              requester_complete=requester_complete, rng=rng)
     return chosen
+
+
+def pick_stripe(groups, place, stripes, limit, *, outside_datacenter, seeders=(), requester=None, rng=random):
+    """The answer to a split peer's outward session at ``place`` taking ``stripes``.
+
+    The seeders first, then the outward sessions of other racks that take
+    any of the same stripes (one host a rack for each stripe): those of the
+    requester's datacenter, then up to ``outside_datacenter`` of others. No
+    rack-mate: its pieces come through the inward session.
+    """
+    chosen = _seeders(groups, seeders, requester, limit)
+    found = {}
+    for stripe in stripes:
+        for peer in groups.outward.get(stripe, ()):
+            found[(peer.ip, peer.port)] = peer
+    found.pop(requester, None)
+    datacenter = location.datacenter(place)
+    near = [peer for peer in found.values() if peer.place != place and location.datacenter(peer.place) == datacenter]
+    far = [peer for peer in found.values() if location.datacenter(peer.place) != datacenter]
+    rng.shuffle(near)
+    rng.shuffle(far)
+    chosen += near[:max(limit - len(chosen), 0)]
+    chosen += far[:max(min(outside_datacenter, limit - len(chosen)), 0)]
+    return chosen
+
+
+def pick_inward(groups, place, limit, *, requester=None, requester_complete=False, rng=random):
+    """The answer to a split peer's inward session at ``place``: its rack-mates' inward sessions only."""
+    group = groups.inward.get(place)
+    if group is None:
+        return []
+    return pick_peers(group.complete, group.incomplete, limit, requester=requester,
+                      requester_complete=requester_complete, rng=rng)

@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import re
 
-from murder_core import config, policy
+from murder_core import config, policy, rack_split
 from murder_core.errors import InvalidInput
 
 ON_FAILURE = ("rollback", "stop")
@@ -185,6 +185,8 @@ class PeerRequest:
     info_hash: str
     seeders: tuple = ()  # "host:port" of the master's seeders, connected to at once
     location_key: str = None  # what the peer signs its place with (murder_core.location); None: not asked
+    # {place: [minion, ...]}: the deploy's racks, from which each peer finds its stripes (murder_core.rack_split).
+    racks: dict = None
     deploy_id: str = None
     base_dir: str = None  # None: the minion's own murder: base_dir
     timeout: float = None
@@ -209,6 +211,8 @@ class PeerRequest:
             raise InvalidInput(f"location_key must be 64 hex digits, got {request.location_key!r}")
         if request.base_dir is not None:
             config.expand_base_dir(request.base_dir, request.app, "minion-id")
+        if request.racks is not None:
+            rack_split.check_plan(request.racks)
         return request
 
     def as_dict(self):

@@ -12,12 +12,13 @@ can join a swarm through the tracker or connect to a peer's port.
 """
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 
 import libtorrent as lt
 
-from murder_core import policy, profile, torrent as torrent_mod
+from murder_core import policy, profile, rack_split, torrent as torrent_mod
 from murder_core.errors import InvalidInput, MurderError, StallError, VerifyError
 from murder_core.pack import sha256_file
 
@@ -58,9 +59,37 @@ class DownloadResult:
     hash_failures: int
     left_seeder: bool = False  # left the seeder once its stripe was in (policy.SeederLeave)
     back_to_seeder: bool = False  # and went back to it, as nothing else arrived
+    rescued: bool = False  # a split peer whose rack gave nothing for a while: it fetched the rest from outside
+    bytes_from_outside: int = None  # a split peer: what its outward session took (crossed the rack's uplink)
 
     def as_dict(self):
         return asdict(self)
+
+
+class _Reporter:
+    """Progress reports through ``on_progress``, at most one every ``progress_interval`` seconds."""
+
+    def _init_reports(self, on_progress, progress_interval):
+        self._on_progress = on_progress
+        self._throttle = policy.Throttle(float(progress_interval))
+
+    def heartbeat(self):
+        """Report progress if ``progress_interval`` has passed: for the work after the download."""
+        self._report(time.monotonic())
+
+    def _report(self, now, force=False):
+        if self._on_progress and self._throttle.ready(now, force):
+            try:
+                self._on_progress(self.progress())
+            except Exception:  # a reporting failure must not fail the download
+                log.exception("progress callback failed")
+
+
+def _check_deadline(info, deadline, now, bytes_done):
+    """Raise StallError once ``deadline`` (a ``time.monotonic()`` value, or None) has passed."""
+    if deadline is not None and now > deadline:
+        raise StallError(f"download of {info.name} did not finish before the deadline "
+                         f"({bytes_done} of {info.size} bytes)")
 
 
 def _endpoint(address):
@@ -84,6 +113,8 @@ class _Member:
         self.tracker_failing = False
         self.tracker_replies = 0  # answers to announces and scrapes: fresh counts in linger
         self._flushed = False
+        # Called with (piece, bytes) for each piece this member finishes (SplitPeer's hand-over), or None.
+        self._piece_sink = None
         self._session = profile.make_session(
             listen,
             seeder=seeder,
@@ -124,6 +155,16 @@ class _Member:
         for alert in self._session.pop_alerts():
             if isinstance(alert, lt.cache_flushed_alert):
                 self._flushed = True
+            elif isinstance(alert, lt.piece_finished_alert):
+                if self._piece_sink is not None:
+                    self._handle.read_piece(alert.piece_index)
+            elif isinstance(alert, lt.read_piece_alert):
+                if self._piece_sink is None:
+                    pass
+                elif alert.error.value():
+                    self.error = f"reading back piece {alert.piece}: {alert.error.message()}"
+                else:
+                    self._piece_sink(alert.piece, alert.buffer)
             elif isinstance(alert, lt.hash_failed_alert):
                 self.hash_failures += 1
                 log.info("%s: %s", self.info.name, alert.message())
@@ -216,27 +257,30 @@ class Seeder(_Member):
         return self.status().total_payload_upload
 
 
-class Peer(_Member):
+class Peer(_Member, _Reporter):
     """Download a release artifact from the swarm, then seed it for a while."""
 
     def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0",
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
                  stall_timeout=30.0, on_progress=None, progress_interval=2.0, libtorrent=None,
-                 stripe=None, leave_seeders=(), seeder_fallback=10.0):
+                 stripe=None, leave_seeders=(), seeder_fallback=10.0, priorities=None, leave_after=None):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             torrent, save_dir, listen=listen, seeder=False, port_retries=port_retries, upload_rate_limit=upload_rate_limit,
             download_rate_limit=download_rate_limit, flags=0, libtorrent=libtorrent,
         )
         self.stall_timeout = float(stall_timeout)
-        self._on_progress = on_progress
-        self._throttle = policy.Throttle(float(progress_interval))
+        self._init_reports(on_progress, progress_interval)
         self._from_seeder = policy.SeederCounter()
         # The seeders' addresses this peer leaves once its stripe is in (policy.SeederLeave).
-        self._leave_seeders = set(leave_seeders) if stripe is not None else set()
+        self._leave_seeders = set(leave_seeders) if stripe is not None or leave_after is not None else set()
         self._leave = policy.SeederLeave(seeder_fallback, time.monotonic()) if self._leave_seeders else None
         self._stripe_left = []
-        if stripe is not None:
+        if priorities is not None:
+            # A split peer's outward session (rack_split.Assignment): its stripes only, its share first.
+            self._handle.prioritize_pieces(list(priorities))
+            self._stripe_left = list(leave_after or ())
+        elif stripe is not None:
             # (index, count) from policy.stripe: fetch that share of the pieces first.
             num_pieces = self._handle.torrent_file().num_pieces()
             self._handle.prioritize_pieces(policy.stripe_priorities(num_pieces, *stripe))
@@ -288,17 +332,6 @@ class Peer(_Member):
             hash_failures=self.hash_failures,
         )
 
-    def heartbeat(self):
-        """Report progress if ``progress_interval`` has passed: for the work after the download."""
-        self._report(time.monotonic())
-
-    def _report(self, now, force=False):
-        if self._on_progress and self._throttle.ready(now, force):
-            try:
-                self._on_progress(self.progress())
-            except Exception:  # a reporting failure must not fail the download
-                log.exception("progress callback failed")
-
     def download(self, deadline=None):
         """Download until the artifact is complete; return a :class:`DownloadResult`.
 
@@ -326,11 +359,7 @@ class Peer(_Member):
                     f"{status.num_peers} peers connected, tracker: {status.current_tracker or 'none answered'}; "
                     f"peers tried: {self.tried_line()})"
                 )
-            if deadline is not None and now > deadline:
-                raise StallError(
-                    f"download of {self.info.name} did not finish before the deadline "
-                    f"({status.total_wanted_done} of {self.info.size} bytes)"
-                )
+            _check_deadline(self.info, deadline, now, status.total_wanted_done)
             self._report(now)
         self._count_sources()
         self._flush()
@@ -394,3 +423,162 @@ class Peer(_Member):
                                   time.monotonic(), tracker_gone=self.tracker_failing, peers_downloading=downloading)
             if why:
                 return why
+
+
+# Where a split peer's outward session keeps its partial copy, inside the peer's download directory.
+OUTWARD_DIR = ".outward"
+
+
+class SplitPeer(_Reporter):
+    """A peer as two sessions, so that each piece enters its rack once (``murder_core.rack_split``).
+
+    The **outward** :class:`Peer` wants only the stripes of ``assignment``
+    (its share first, then it leaves ``leave_seeders`` as ``leave_seeder``
+    does) and announces itself as such; the **inward** one wants every piece
+    and meets only its rack-mates' inward sessions. Each piece the outward
+    session finishes is read back and added to the inward session, which
+    checks its hashes as it would a downloaded piece. The inward session's
+    file is the artifact. When the inward session gets nothing for
+    ``seeder_fallback`` seconds while it lacks pieces the outward session
+    does not fetch (a rack-mate failed or is late), the outward session
+    takes those too, from the seeder: a rack never waits on a host that is
+    gone. Otherwise the same interface as :class:`Peer`.
+    """
+
+    def __init__(self, outward_torrent, inward_torrent, save_dir, assignment, *, listen="127.0.0.1:0",
+                 port_retries=0, upload_rate_limit=0, download_rate_limit=0, stall_timeout=30.0,
+                 on_progress=None, progress_interval=2.0, libtorrent=None, leave_seeders=(),
+                 seeder_fallback=10.0):
+        common = dict(listen=listen, port_retries=port_retries, upload_rate_limit=upload_rate_limit,
+                      download_rate_limit=download_rate_limit, stall_timeout=stall_timeout, libtorrent=libtorrent)
+        self.assignment = assignment
+        self.inward = Peer(inward_torrent, save_dir, **common)
+        num_pieces = self.inward._handle.torrent_file().num_pieces()
+        share = assignment.share(num_pieces)
+        try:
+            self.outward = Peer(
+                outward_torrent, os.path.join(save_dir, OUTWARD_DIR), **common,
+                priorities=assignment.priorities(num_pieces), leave_after=share,
+                leave_seeders=leave_seeders if share and assignment.racks > 1 else (), seeder_fallback=seeder_fallback,
+            )
+        except Exception:
+            self.inward.close()
+            raise
+        session = self.outward._session
+        session.apply_settings({"alert_mask": session.get_settings()["alert_mask"]
+                                | int(lt.alert.category_t.piece_progress_notification)})
+        self.outward._piece_sink = self._hand_over
+        self.info = self.inward.info
+        self.path = self.inward.path
+        self.stall_timeout = float(stall_timeout)
+        self.seeder_fallback = float(seeder_fallback)
+        self.rescued = False
+        self.handed = 0
+        self._init_reports(on_progress, progress_interval)
+
+    def _hand_over(self, piece, data):
+        self.inward._handle.add_piece(piece, data, 0)
+        self.handed += 1
+
+    @property
+    def listen_port(self):
+        return self.inward.listen_port
+
+    def connect(self, *endpoints):
+        """Connect the outward session (the one that meets the seeder) to members directly."""
+        self.outward.connect(*endpoints)
+
+    def progress(self):
+        outward, inward = self.outward.progress(), self.inward.progress()
+        return Progress(
+            bytes_done=inward.bytes_done, size=inward.size, rate=outward.rate + inward.rate,
+            bytes_from_seeder=outward.bytes_from_seeder + inward.bytes_from_seeder,
+            bytes_from_peers=outward.bytes_from_peers + inward.bytes_from_peers,
+            peers=outward.peers + inward.peers, hash_failures=outward.hash_failures + inward.hash_failures,
+        )
+
+    def _rescue(self):
+        """Let the outward session fetch every piece the inward one still lacks, from the seeder too."""
+        handle = self.inward._handle
+        wanted = [0 if handle.have_piece(p) else rack_split.STRIPE_PRIORITY
+                  for p in range(handle.torrent_file().num_pieces())]
+        self.outward._handle.prioritize_pieces(wanted)
+        self.outward._session.set_ip_filter(lt.ip_filter())
+        self.rescued = True
+        log.info("%s: nothing came from the rack for %g s with %d pieces missing: fetching them from outside",
+                 self.info.name, self.seeder_fallback, wanted.count(rack_split.STRIPE_PRIORITY))
+
+    def download(self, deadline=None):
+        """Download until the inward session has every piece; return a :class:`DownloadResult`."""
+        started = time.monotonic()
+        stall = policy.StallDetector(self.stall_timeout, started)
+        quiet = policy.StallDetector(self.seeder_fallback, started)
+        while True:
+            self.outward._drain_alerts(int(TICK_SECONDS * 1000))
+            self.inward._drain_alerts()
+            now = time.monotonic()
+            outward, inward = self.outward.status(), self.inward.status()
+            self.outward._count_sources()
+            self.inward._count_sources()
+            for member, status in ((self.outward, outward), (self.inward, inward)):
+                if member.error or status.errc.value():
+                    reason = member.error or status.errc.message()
+                    raise MurderError(f"download of {self.info.name} failed: {reason}")
+            if inward.is_seeding:
+                break
+            if not outward.is_finished:
+                self.outward._follow_seeder_policy(outward.total_wanted_done, now)
+            # Only once this host's own stripes are in: what is missing is then its rack-mates'.
+            if quiet.stalled(inward.total_wanted_done, now) and outward.is_finished and not self.rescued:
+                self._rescue()
+            done = inward.total_wanted_done + outward.total_wanted_done
+            if stall.stalled(done, now):
+                raise StallError(
+                    f"download of {self.info.name} stalled: no data for {self.stall_timeout:g} s "
+                    f"({inward.total_wanted_done} of {self.info.size} bytes; outward session: "
+                    f"{outward.num_peers} peers, tried {self.outward.tried_line()}; inward session: "
+                    f"{inward.num_peers} peers, tried {self.inward.tried_line()}; "
+                    f"tracker: {outward.current_tracker or 'none answered'})"
+                )
+            _check_deadline(self.info, deadline, now, inward.total_wanted_done)
+            self._report(now)
+        self.outward._count_sources()
+        self.inward._count_sources()
+        self.inward._flush()
+        self._report(time.monotonic(), force=True)
+        done = self.progress()
+        leave = self.outward._leave
+        return DownloadResult(
+            path=self.path, size=self.info.size, seconds=time.monotonic() - started,
+            bytes_from_seeder=done.bytes_from_seeder, bytes_from_peers=done.bytes_from_peers,
+            hash_failures=done.hash_failures, left_seeder=bool(leave and leave.left),
+            back_to_seeder=bool(leave and leave.returned), rescued=self.rescued,
+            bytes_from_outside=self.outward.status().total_payload_download,
+        )
+
+    def verify(self, sha256, on_chunk=None):
+        self.inward.verify(sha256, on_chunk)
+
+    def linger(self, limit):
+        """Seed from both sessions until the tracker counts no host still fetching (see :meth:`Peer.linger`).
+
+        The tracker counts hosts by their inward sessions: once every rack has
+        every piece, no outward session of another rack needs this one's stripes.
+        """
+        return self.inward.linger(limit)
+
+    @property
+    def closed(self):
+        return self.inward.closed
+
+    def close(self, announce_stop=True):
+        """Close both sessions and drop the outward session's partial copy (never the artifact)."""
+        self.outward.close(announce_stop)
+        self.inward.close(announce_stop)
+        shutil.rmtree(self.outward.save_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -82,7 +82,7 @@ from urllib.parse import unquote_to_bytes
 import libtorrent
 import tornado.netutil
 
-from murder_core import location, peer_choice, tracker_http
+from murder_core import location, peer_choice, rack_split, tracker_http
 from murder_core.errors import InvalidInput, MurderError
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,13 @@ class TrackerFailure(Exception):
 
 
 class _Peer:
-    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed", "place", "claim")
+    __slots__ = ("peer_id", "ip", "port", "left", "expires", "counted", "packed", "place", "claim", "side")
 
-    def __init__(self, peer_id, ip, port, left, expires, place):
+    def __init__(self, peer_id, ip, port, left, expires, place, side=None):
         self.peer_id = peer_id
         self.place = place  # "<datacenter>/<rack>", see murder_core.location; None: a seeder
+        # None, or which session of a split peer this is (rack_split.parse): only with a signed place.
+        self.side = side
         self.claim = None  # (location, location_sig) as last announced: the place is verified once
         self.ip = ip
         self.port = port
@@ -160,11 +162,8 @@ class _Swarm:
         self.groups.discard(address, peer)
 
     def counts(self):
-        return {
-            "complete": len(self.groups.everyone.complete),
-            "incomplete": len(self.groups.everyone.incomplete),
-            "downloaded": self.downloaded,
-        }
+        complete, incomplete = self.groups.counts()
+        return {"complete": complete, "incomplete": incomplete, "downloaded": self.downloaded}
 
 
 def interval_for(peers, base, max_announce_rate):
@@ -476,7 +475,10 @@ class Tracker:
             if swarm is None:
                 raise KeyError(f"tracker does not serve info-hash {bytes(key).hex()}")
             self._expire(swarm, time.monotonic(), force=True)
-            return {place: len(group) for place, group in swarm.groups.racks.items()}
+            found = {place: len(group) for place, group in swarm.groups.racks.items()}
+            for place, group in swarm.groups.inward.items():  # a split peer: its inward session is the host
+                found[place] = found.get(place, 0) + len(group)
+            return found
 
     def current_interval(self):
         """The interval announces are answered with now, for the peers the tracker holds."""
@@ -523,6 +525,7 @@ class Tracker:
         address = (ip, port)
         claimed = _one(params, location.PARAM.encode(), required=False)
         signature = _one(params, location.PARAM_SIG.encode(), required=False)
+        split = _one(params, rack_split.PARAM.encode(), required=False)
 
         with self._lock:
             self.announces += 1
@@ -545,11 +548,12 @@ class Tracker:
             else:
                 peer = swarm.peers.get(address)
                 place = self._place(swarm, address, claimed, signature, peer)
-                if peer is None or peer.place != place:
+                side = self._side(place, claimed, split)
+                if peer is None or peer.place != place or peer.side != side:
                     counted = peer is not None and peer.counted
                     if peer is None:
                         self._peer_count += 1
-                    peer = _Peer(peer_id, ip, port, left, now + self._ttl(interval), place)
+                    peer = _Peer(peer_id, ip, port, left, now + self._ttl(interval), place, side)
                     peer.counted = counted
                 else:
                     peer.peer_id, peer.left, peer.expires = peer_id, left, now + self._ttl(interval)
@@ -607,8 +611,22 @@ class Tracker:
                          ip, claimed)
         return location.by_address(ip)
 
+    @staticmethod
+    def _side(place, claimed, split):
+        """The split session an announce names; None unless its place is a signed claim (``rack_split``)."""
+        if split is None or claimed is None or place is None or place.encode() != claimed:
+            return None
+        return rack_split.parse_cached(split)
+
     def _choose(self, swarm, peer, address, limit):
         groups = swarm.groups
+        if peer.side == rack_split.INWARD:
+            return peer_choice.pick_inward(groups, peer.place, limit, requester=address,
+                                           requester_complete=peer.complete)
+        if peer.side is not None:
+            return peer_choice.pick_stripe(groups, peer.place, peer.side, limit,
+                                           outside_datacenter=self.outside_datacenter, seeders=swarm.seeders,
+                                           requester=address)
         if self.peer_choice != "rack" or peer.place is None:  # a seeder serves every rack alike
             return peer_choice.pick_peers(groups.everyone.complete, groups.everyone.incomplete, limit,
                                           requester=address, requester_complete=peer.complete)

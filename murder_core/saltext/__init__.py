@@ -1,8 +1,8 @@
 """What a Salt master needs of murder, found where the package is: installed or a checkout.
 
 ``setup.cfg`` installs the checkout's ``_modules``, ``_states``,
-``_runners``, ``_engines`` and ``_output`` as sub-packages of this one
-(``modules``, ``states``, ``runners``, ``engines``, ``output``), and the reactor SLS (``reactor/``) and the state tree
+``_runners``, ``_engines``, ``_output`` and ``_grains`` as sub-packages of this one
+(``modules``, ``states``, ``runners``, ``engines``, ``output``, ``grains``), and the reactor SLS (``reactor/``) and the state tree
 (``salt/``) as its package data (``reactor``, ``state_tree``). Salt finds
 the loader modules through the ``salt.loader`` entry point
 (:func:`loader_dirs`), so a pip-installed master needs no ``module_dirs``;
@@ -21,7 +21,7 @@ _CHECKOUT = _HERE.parent.parent
 
 # Installed name (a sub-package of this one) -> the directory's name in a checkout.
 _LOADER_KINDS = {"modules": "_modules", "states": "_states", "runners": "_runners", "engines": "_engines",
-                 "output": "_output"}
+                 "output": "_output", "grains": "_grains"}
 _DATA = {"reactor": "reactor", "state_tree": "salt"}
 
 # The file name every wheel of this project starts with (PEP 427: name with '_').

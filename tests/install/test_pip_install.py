@@ -53,7 +53,7 @@ def lab(tmp_path_factory, operator_python, bare_python, wheel_dir):
               python=operator_python, snippet=snippet)
     with lab:
         lab.start_master()
-        lab.start_minion(MASTER_MINION)
+        lab.start_minion(MASTER_MINION, murder={"rack": "r1", "datacenter": "dc1"})
         lab.start_minion(FRESH, python=bare_python)
         lab.wait_for_minions()
         yield lab
@@ -78,6 +78,10 @@ def test_murder_minion_installs_the_wheel_and_keeps_the_masters_install(lab, tmp
     base = str(tmp_path / "{minion}" / "{app}")
     done, releases = run(lab, "salt", "--static", "*", "murder.releases", "app=shop", f"base_dir={base}")
     assert done.returncode == 0 and releases == {MASTER_MINION: [], FRESH: []}, done.stdout + done.stderr
+
+    # The installed package's grain carries the minion's `murder:` place to the master (rack_split's plan).
+    done, grain = run(lab, "salt", "--static", MASTER_MINION, "grains.get", "murder_location")
+    assert grain == {MASTER_MINION: {"rack": "r1", "datacenter": "dc1"}}, done.stdout + done.stderr
 
     # And a deploy through the installed reactor reaches both.
     source = tmp_path / "build"

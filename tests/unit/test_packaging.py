@@ -15,7 +15,7 @@ def test_salt_loader_entry_point_points_at_the_loader_modules():
     assert points, "setup.cfg registers no salt.loader entry point named murder"
     dirs = points[0].load()()
     assert dirs == loader_dirs()
-    for kind in ("modules", "states", "runners"):
+    for kind in ("modules", "states", "runners", "engines", "output", "grains"):
         assert os.path.isfile(os.path.join(dirs[kind][0], "murder.py")), kind
 
 

@@ -10,8 +10,8 @@ from murder_core.tracker import check_peer_choice
 
 
 class FakePeer:
-    def __init__(self, name, place, complete=False):
-        self.name, self.place, self.complete = name, place, complete
+    def __init__(self, name, place, complete=False, side=None):
+        self.name, self.place, self.complete, self.side = name, place, complete, side
         self.ip, self.port = name, 1
         self.address = (self.ip, self.port)
 
@@ -153,3 +153,76 @@ def test_seeders_are_in_no_place_and_take_no_share():
     assert chosen[0] is seeder and len(chosen) == 3
     groups.discard(seeder.address, seeder)
     assert len(groups.everyone) == 4
+
+
+# A split peer's two sessions (murder_core.rack_split).
+
+
+def split_fleet(racks=4, per_rack=4, datacenters=("dc1",)):
+    from murder_core import rack_split
+
+    groups, outward, inward = Groups(), {}, {}
+    seeder = FakePeer("seeder", None, complete=True)
+    groups.add(seeder.address, seeder)
+    plan = rack_split.plan({f"{dc}-r{r}-h{h}": f"{dc}/r{r}" for dc in datacenters for r in range(racks)
+                            for h in range(per_rack)})
+    for place, members in plan.items():
+        for name in members:
+            side = rack_split.parse(rack_split.assign(plan, name, place).announce_value())
+            outward[name] = FakePeer(f"{name}-out", place, side=side)
+            inward[name] = FakePeer(f"{name}-in", place, side=rack_split.INWARD)
+            groups.add(outward[name].address, outward[name])
+            groups.add(inward[name].address, inward[name])
+    return groups, seeder, outward, inward
+
+
+def test_an_outward_session_meets_the_seeder_and_its_stripe_in_other_racks_only():
+    from murder_core.peer_choice import pick_stripe
+
+    groups, seeder, outward, _ = split_fleet()
+    me = outward["dc1-r0-h1"]
+    chosen = pick_stripe(groups, me.place, me.side, 200, outside_datacenter=1, seeders=[seeder.address],
+                         requester=me.address, rng=random.Random(3))
+    assert chosen[0] is seeder
+    assert sorted(p.name for p in chosen[1:]) == ["dc1-r1-h1-out", "dc1-r2-h1-out", "dc1-r3-h1-out"]
+
+
+def test_an_inward_session_meets_its_rack_mates_inward_sessions_only():
+    from murder_core.peer_choice import pick_inward
+
+    groups, seeder, _, inward = split_fleet()
+    me = inward["dc1-r2-h0"]
+    chosen = pick_inward(groups, me.place, 200, requester=me.address, rng=random.Random(3))
+    assert sorted(p.name for p in chosen) == ["dc1-r2-h1-in", "dc1-r2-h2-in", "dc1-r2-h3-in"]
+
+
+def test_split_sessions_stay_out_of_ordinary_answers_and_count_once_a_host():
+    groups, seeder, outward, inward = split_fleet(racks=2, per_rack=2)
+    # The seeder and a peer the plan did not name see no split session: an inward one would let a piece
+    # into a rack twice, an outward one would be counted as a host that never completes.
+    plain = FakePeer("plain", "dc1/r0")
+    groups.add(plain.address, plain)
+    chosen = near(groups, plain, seeders=[seeder.address])
+    assert [p.name for p in chosen] == ["seeder"]
+    assert pick_peers(groups.everyone.complete, groups.everyone.incomplete, 50, requester=seeder.address,
+                      requester_complete=True) == [plain]
+    assert groups.counts() == (1, 1 + 4)
+    for peer in inward.values():
+        peer.complete = True
+        groups.add(peer.address, peer)
+    assert groups.counts() == (1 + 4, 1)
+    for peer in list(outward.values()) + list(inward.values()):
+        groups.discard(peer.address, peer)
+    assert not groups.inward and not groups.outward and groups.counts() == (1, 1)
+
+
+def test_other_datacenters_send_at_most_their_share_to_an_outward_session():
+    from murder_core.peer_choice import pick_stripe
+
+    groups, seeder, outward, _ = split_fleet(racks=2, per_rack=2, datacenters=("dc1", "dc2", "dc3"))
+    me = outward["dc1-r0-h0"]
+    chosen = pick_stripe(groups, me.place, me.side, 200, outside_datacenter=1, seeders=[seeder.address],
+                         requester=me.address, rng=random.Random(3))
+    names = [p.name for p in chosen]
+    assert names[0] == "seeder" and "dc1-r1-h0-out" in names
+    assert len([n for n in names if not n.startswith(("dc1", "seeder"))]) == 1

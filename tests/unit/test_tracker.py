@@ -530,6 +530,34 @@ def test_signed_places_make_answers_rack_first_and_forgeries_are_placed_by_addre
         assert len(got) <= 3 + 2 + 1 + 1  # rack, other racks, other datacenters (the address rack), seeder
 
 
+def test_split_sessions_are_believed_with_a_signed_place_only(make_tracker):
+    from murder_core import location, rack_split
+
+    key = location.swarm_key(location.new_secret(), RELEASE.hex() + "00" * 12)
+    tracker = make_tracker(peer_choice="rack", outside_rack=1, outside_datacenter=1)
+    tracker.serve(RELEASE, location_key=key, seeders=[("127.0.0.1", 6000)])
+    announce(tracker, 6000, left=0)
+    plan = rack_split.plan({f"r{r}h{h}": f"dc1/r{r}" for r in range(2) for h in range(2)})
+    out_port, in_port = {}, {}
+    for index, name in enumerate(sorted(n for m in plan.values() for n in m)):
+        place = next(p for p, m in plan.items() if name in m)
+        signed = {"location": place, "location_sig": location.sign(key, place)}
+        out_port[name], in_port[name] = 7000 + index, 7100 + index
+        announce(tracker, out_port[name], split=rack_split.assign(plan, name, place).announce_value(), **signed)
+        announce(tracker, in_port[name], split="in", **signed)
+    place = "dc1/r0"
+    signed = {"location": place, "location_sig": location.sign(key, place)}
+    assert sorted(ports(announce(tracker, out_port["r0h0"], split="out.0.2.2", **signed))) == [
+        6000, out_port["r1h0"]]
+    assert ports(announce(tracker, in_port["r0h0"], split="in", **signed)) == [in_port["r0h1"]]
+    # Two hosts a rack, the seeder: the tracker counts hosts, not sessions.
+    assert tracker.swarm(RELEASE)["incomplete"] == 4 and tracker.places(RELEASE)[place] == 2
+    # Without a valid signature the split is not believed: an ordinary peer, placed by its address,
+    # which meets no split session.
+    forged = ports(announce(tracker, 7200, split="in", location=place, location_sig=location.sign(key, "dc1/r1")))
+    assert forged == [6000]
+
+
 def test_random_choice_ignores_places(make_tracker):
     from murder_core import location
 
