@@ -52,6 +52,8 @@ DATACENTER = "dc1"
 UPLINK_COPIES_LIMIT = 1.5
 RACK_SPREAD_LIMIT = 0.2
 CPU_BUSY_LIMIT = 0.6
+HOST_KEYS = ("done_seconds", "stripe", "left_seeder", "back_to_seeder", "rescued", "bytes_from_seeder",
+             "bytes_from_outside")
 
 
 def parse_args(argv=None):
@@ -60,6 +62,7 @@ def parse_args(argv=None):
     parser.add_argument("--uplink-mbit", type=int, default=None, help="a rack's uplink, Mbit/s (default 2 x link)")
     parser.add_argument("--rounds", type=int, default=2, help="deploys per policy, alternating (default 2)")
     parser.add_argument("--policies", default=",".join(POLICIES), help="peer_choice values to run (default both)")
+    parser.add_argument("--keep", action="store_true", help="keep the lab directory (the daemons' logs) at the end")
     add_run_options(parser, "topology-latest")
     args = parser.parse_args(argv)
     args.settings = murder_settings(args.murder_setting)
@@ -108,6 +111,8 @@ def run_deploy(lab, net, top, minions, size, timeout, run_id, meter):
         # for a while, so that they fetched the rest from outside.
         "split": sum(1 for m in minions if reports[m].get("split")),
         "rescued": sum(1 for m in minions if reports[m].get("rescued")),
+        # Each host's own account, for tracing a slow rack.
+        "hosts": {m: {key: reports[m].get(key) for key in HOST_KEYS} for m in minions},
     }
 
 
@@ -228,7 +233,10 @@ def main(argv=None):
                     results["runs"].append(run)
                     log.info("%s: %s", run_id, run)
     finally:
-        shutil.rmtree(top, ignore_errors=True)
+        if args.keep:
+            log.info("kept the lab (the daemons' logs, the fleet) in %s", top)
+        else:
+            shutil.rmtree(top, ignore_errors=True)
     report.finish(results, targets(results), table, plot, args.results, args.plot)
     return 0
 

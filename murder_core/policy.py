@@ -156,6 +156,33 @@ def leaves_seeder(leave_seeder, stripe):
     return bool(leave_seeder) and stripe is not None and stripe[1] >= LEAVE_MIN_STRIPES
 
 
+class TrackerHealth:
+    """Whether a session's tracker is gone, from its answers and errors at each local endpoint.
+
+    A session listening on every interface announces from each of its
+    sockets, and libtorrent reports an announce from a socket that cannot
+    reach the tracker (loopback, when the tracker is elsewhere) as an error
+    at every round. So the tracker is gone only when the last word at every
+    endpoint that heard from it is an error; judged by the last word of any
+    endpoint, a peer in the bench took that error for the master leaving,
+    stopped seeding at once, and with it the only copy of its share of a
+    stripe (session 20).
+    """
+
+    def __init__(self):
+        self._answered = {}  # local endpoint -> whether its last word was an answer
+
+    def answer(self, endpoint):
+        self._answered[endpoint] = True
+
+    def error(self, endpoint):
+        self._answered[endpoint] = False
+
+    @property
+    def gone(self):
+        return bool(self._answered) and not any(self._answered.values())
+
+
 class SeederLeave:
     """When a peer leaves the master's seeder to the peers still fetching their stripes, and when it returns.
 

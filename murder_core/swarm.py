@@ -109,8 +109,7 @@ class _Member:
         self.error = None
         # "ip:port" -> what the last connection to that member came to; named when a download stalls.
         self.peers_tried = {}
-        # Whether the tracker's last answer to an announce or scrape was an error (or none came).
-        self.tracker_failing = False
+        self._tracker = policy.TrackerHealth()
         self.tracker_replies = 0  # answers to announces and scrapes: fresh counts in linger
         self._flushed = False
         # Called with (piece, bytes) for each piece this member finishes (SplitPeer's hand-over), or None.
@@ -180,14 +179,19 @@ class _Member:
             elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):
                 self._tried(alert.endpoint, f"{alert.error.message()} ({lt.operation_name(alert.op)})")
             elif isinstance(alert, (lt.tracker_reply_alert, lt.scrape_reply_alert)):
-                self.tracker_failing = False
+                self._tracker.answer(str(alert.local_endpoint))
                 self.tracker_replies += 1
             elif isinstance(alert, (lt.tracker_error_alert, lt.scrape_failed_alert)):
                 # Only a failure with a cause counts (a refused connection, the
                 # tracker's own refusal); libtorrent also reports dropped scrapes.
                 if alert.error.value():
-                    self.tracker_failing = True
+                    self._tracker.error(str(alert.local_endpoint))
                     log.info("%s: %s (%s)", self.info.name, alert.message(), alert.error.message())
+
+    @property
+    def tracker_failing(self):
+        """Whether the tracker's last word was an error at every local endpoint (``policy.TrackerHealth``)."""
+        return self._tracker.gone
 
     def _tried(self, endpoint, outcome):
         key = f"{endpoint[0]}:{endpoint[1]}"
@@ -398,8 +402,15 @@ class Peer(_Member, _Reporter):
         if actual != sha256:
             raise VerifyError(f"{self.path} has SHA-256 {actual}, the deploy announced {sha256}")
 
-    def linger(self, limit):
+    def downloading_peers(self):
+        """Connected peers that still download (not seeds)."""
+        return sum(1 for peer in self._handle.get_peer_info() if not peer.flags & lt.peer_info.seed)
+
+    def linger(self, limit, beside=()):
         """Keep seeding until the tracker reports no incomplete peer, or ``limit`` seconds.
+
+        ``beside`` are other members of the same host (a split peer's outward
+        session) whose connected downloading peers keep this one seeding too.
 
         Returns why it stopped (``policy.LingerPolicy.why_stop``): ``"swarm
         complete"``, ``"tracker gone"`` or ``"linger limit"``.
@@ -418,7 +429,7 @@ class Peer(_Member, _Reporter):
             self._drain_alerts(int(TICK_SECONDS * 1000))
             status = self.status()
             fresh = self.tracker_replies > replies
-            downloading = sum(1 for peer in self._handle.get_peer_info() if not peer.flags & lt.peer_info.seed)
+            downloading = self.downloading_peers() + sum(member.downloading_peers() for member in beside)
             why = linger.why_stop(status.num_complete if fresh else -1, status.num_incomplete if fresh else -1,
                                   time.monotonic(), tracker_gone=self.tracker_failing, peers_downloading=downloading)
             if why:
@@ -565,7 +576,7 @@ class SplitPeer(_Reporter):
         The tracker counts hosts by their inward sessions: once every rack has
         every piece, no outward session of another rack needs this one's stripes.
         """
-        return self.inward.linger(limit)
+        return self.inward.linger(limit, beside=[self.outward])
 
     @property
     def closed(self):

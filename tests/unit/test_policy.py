@@ -129,3 +129,17 @@ def test_a_peer_leaves_the_seeder_with_its_stripe_and_returns_only_after_a_silen
     assert leave.decide(True, 300, 9) is None and leave.decide(True, 300, 18) is None  # data came at 9
     assert leave.decide(True, 300, 19) == policy.SeederLeave.RETURN  # 10 s of nothing
     assert leave.decide(True, 300, 60) is None and leave.left and leave.returned  # back for good
+
+
+def test_the_tracker_is_gone_only_when_every_endpoint_last_heard_an_error():
+    health = policy.TrackerHealth()
+    assert not health.gone  # nothing heard yet
+    health.answer("10.0.0.5:6881")
+    health.error("127.0.0.1:6881")  # the loopback socket, every round: the tracker is elsewhere
+    assert not health.gone
+    health.answer("10.0.0.5:6881")
+    assert not health.gone
+    health.error("10.0.0.5:6881")  # now the reachable endpoint fails too
+    assert health.gone
+    health.answer("10.0.0.5:6881")  # the tracker is back
+    assert not health.gone
