@@ -7,6 +7,9 @@ directory, reports :class:`Progress` through a callback, fails with
 checks the finished file against the deploy's SHA-256, and lingers as a
 seeder until the swarm is complete (see ``policy.LingerPolicy``).
 
+A :class:`SplitPeer` is two :class:`Peer` sessions on one release, so that
+each piece enters a rack once (``murder_core.rack_split``).
+
 Peers are ordinary BitTorrent clients: any client that speaks the protocol
 can join a swarm through the tracker or connect to a peer's port.
 """
@@ -154,13 +157,10 @@ class _Member:
         for alert in self._session.pop_alerts():
             if isinstance(alert, lt.cache_flushed_alert):
                 self._flushed = True
-            elif isinstance(alert, lt.piece_finished_alert):
-                if self._piece_sink is not None:
-                    self._handle.read_piece(alert.piece_index)
-            elif isinstance(alert, lt.read_piece_alert):
-                if self._piece_sink is None:
-                    pass
-                elif alert.error.value():
+            elif isinstance(alert, lt.piece_finished_alert) and self._piece_sink is not None:
+                self._handle.read_piece(alert.piece_index)
+            elif isinstance(alert, lt.read_piece_alert) and self._piece_sink is not None:
+                if alert.error.value():
                     self.error = f"reading back piece {alert.piece}: {alert.error.message()}"
                 else:
                     self._piece_sink(alert.piece, alert.buffer)
@@ -262,7 +262,12 @@ class Seeder(_Member):
 
 
 class Peer(_Member, _Reporter):
-    """Download a release artifact from the swarm, then seed it for a while."""
+    """Download a release artifact from the swarm, then seed it for a while.
+
+    ``stripe`` (``policy.stripe``) puts a share of the pieces first; a split
+    peer's outward session gives its ``priorities`` instead (0: not wanted)
+    and ``leave_after``, the pieces after which it leaves ``leave_seeders``.
+    """
 
     def __init__(self, torrent, save_dir, *, listen="127.0.0.1:0",
                  port_retries=0, upload_rate_limit=0, download_rate_limit=0,
