@@ -91,6 +91,11 @@ def by_address(ip):
     return f"{SEPARATOR}net:{network(ip)}"
 
 
+def is_by_address(place):
+    """Whether ``place`` is one :func:`by_address` made (no signature stands behind it)."""
+    return place.startswith(f"{SEPARATOR}net:")
+
+
 def datacenter(place):
     """The datacenter part of a place ("" when unknown)."""
     return place.partition(SEPARATOR)[0]

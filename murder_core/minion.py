@@ -134,6 +134,10 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     config.check_release_name(release)
     torrent = torrent_mod.decode(torrent)
     inward_torrent = None
+    # A host that has the release already only seeds it: it splits nothing (its outward session would
+    # fetch its stripes again).
+    if os.path.isdir(release_dir(base_dir, release)):
+        split = None
     if not (place and location_key):
         place = None
     else:

@@ -292,8 +292,11 @@ def pick_stripe(groups, place, stripes, limit, *, outside_datacenter, seeders=()
     """
     chosen = _seeders(groups, seeders, requester, limit)
     found = {}
-    for stripe in stripes:
-        for peer in groups.outward.get(stripe, ()):
+    # A sample of each stripe (one host a rack), so an answer's cost stays bounded by the answer's size.
+    each = max(limit, outside_datacenter) + 1
+    for stripe in sorted(stripes, key=lambda _: rng.random())[:max(limit, 1)]:
+        members = groups.outward.get(stripe)
+        for peer in (members.sample(each, rng) if members is not None else ()):
             found[(peer.ip, peer.port)] = peer
     found.pop(requester, None)
     datacenter = location.datacenter(place)

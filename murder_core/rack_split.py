@@ -140,7 +140,7 @@ def parse(value):
     return frozenset(k for k in range(stripes) if k % size == index)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)  # one value a host index and rack size: a few in a fleet
 def parse_cached(raw):
     """:func:`parse` of an announce's raw bytes, once per distinct value (the tracker's hot path)."""
     try:

@@ -117,6 +117,7 @@ class _Member:
         self._flushed = False
         # Called with (piece, bytes) for each piece this member finishes (SplitPeer's hand-over), or None.
         self._piece_sink = None
+        self._told = set()  # (host, port) it was told to connect to: met again when it returns to them
         self._session = profile.make_session(
             listen,
             seeder=seeder,
@@ -149,6 +150,7 @@ class _Member:
     def connect(self, *endpoints):
         """Connect to members directly, without waiting for the tracker."""
         for host, port in endpoints:
+            self._told.add((host, int(port)))
             self._handle.connect_peer((host, int(port)))
 
     def _drain_alerts(self, wait_ms=0):
@@ -324,8 +326,13 @@ class Peer(_Member, _Reporter):
             log.info("stripe complete: leaving the seeder %s to the peers still fetching theirs",
                      ", ".join(sorted(self._leave_seeders)))
         elif decision == policy.SeederLeave.RETURN:
-            self._session.set_ip_filter(lt.ip_filter())
+            self._back_to_seeders()
             log.info("nothing arrived for %g s since leaving the seeder: back to it", self._leave.fallback)
+
+    def _back_to_seeders(self):
+        """Lift the block on the seeders and connect to them now, not at the next announce."""
+        self._session.set_ip_filter(lt.ip_filter())
+        self.connect(*[endpoint for endpoint in self._told if endpoint[0] in self._leave_seeders])
 
     def progress(self):
         """Return the current :class:`Progress`."""
@@ -407,9 +414,15 @@ class Peer(_Member, _Reporter):
         if actual != sha256:
             raise VerifyError(f"{self.path} has SHA-256 {actual}, the deploy announced {sha256}")
 
-    def downloading_peers(self):
-        """Connected peers that still download (not seeds)."""
-        return sum(1 for peer in self._handle.get_peer_info() if not peer.flags & lt.peer_info.seed)
+    def downloading_peers(self, interested=False):
+        """Connected peers that still download (not seeds); with ``interested``, only those that want our pieces.
+
+        A split peer's outward sessions never complete, so only their
+        interest says whether they still need this one.
+        """
+        flag = lt.peer_info.remote_interested
+        return sum(1 for peer in self._handle.get_peer_info()
+                   if not peer.flags & lt.peer_info.seed and (not interested or peer.flags & flag))
 
     def linger(self, limit, beside=()):
         """Keep seeding until the tracker reports no incomplete peer, or ``limit`` seconds.
@@ -434,7 +447,7 @@ class Peer(_Member, _Reporter):
             self._drain_alerts(int(TICK_SECONDS * 1000))
             status = self.status()
             fresh = self.tracker_replies > replies
-            downloading = self.downloading_peers() + sum(member.downloading_peers() for member in beside)
+            downloading = self.downloading_peers() + sum(member.downloading_peers(interested=True) for member in beside)
             why = linger.why_stop(status.num_complete if fresh else -1, status.num_incomplete if fresh else -1,
                                   time.monotonic(), tracker_gone=self.tracker_failing, peers_downloading=downloading)
             if why:
@@ -443,6 +456,8 @@ class Peer(_Member, _Reporter):
 
 # Where a split peer's outward session keeps its partial copy, inside the peer's download directory.
 OUTWARD_DIR = ".outward"
+# How often a split peer hands over again what its outward session has and its inward one lacks.
+REPAIR_SECONDS = 5.0
 
 
 class SplitPeer(_Reporter):
@@ -471,18 +486,18 @@ class SplitPeer(_Reporter):
         self.inward = Peer(inward_torrent, save_dir, **common)
         num_pieces = self.inward._handle.torrent_file().num_pieces()
         share = assignment.share(num_pieces)
+        # Piece alerts from the start: a piece finished before them would never be handed over.
+        alerts = {"alert_mask": int(profile.ALERTS | lt.alert.category_t.piece_progress_notification)}
         try:
             self.outward = Peer(
-                outward_torrent, os.path.join(save_dir, OUTWARD_DIR), **common,
+                outward_torrent, os.path.join(save_dir, OUTWARD_DIR), **dict(common, libtorrent={
+                    **(libtorrent or {}), **alerts}),
                 priorities=assignment.priorities(num_pieces), leave_after=share,
                 leave_seeders=leave_seeders if share and assignment.racks > 1 else (), seeder_fallback=seeder_fallback,
             )
         except Exception:
             self.inward.close()
             raise
-        session = self.outward._session
-        session.apply_settings({"alert_mask": session.get_settings()["alert_mask"]
-                                | int(lt.alert.category_t.piece_progress_notification)})
         self.outward._piece_sink = self._hand_over
         self.info = self.inward.info
         self.path = self.inward.path
@@ -513,13 +528,21 @@ class SplitPeer(_Reporter):
             peers=outward.peers + inward.peers, hash_failures=outward.hash_failures + inward.hash_failures,
         )
 
+    def _repair_hand_over(self):
+        """Hand over again every piece the outward session has and the inward one lacks (an alert lost)."""
+        outward, inward = self.outward._handle, self.inward._handle
+        for piece in range(inward.torrent_file().num_pieces()):
+            if outward.have_piece(piece) and not inward.have_piece(piece):
+                outward.read_piece(piece)
+
     def _rescue(self):
         """Let the outward session fetch every piece the inward one still lacks, from the seeder too."""
+        self._repair_hand_over()
         handle = self.inward._handle
-        wanted = [0 if handle.have_piece(p) else rack_split.STRIPE_PRIORITY
+        wanted = [0 if handle.have_piece(p) or self.outward._handle.have_piece(p) else rack_split.STRIPE_PRIORITY
                   for p in range(handle.torrent_file().num_pieces())]
         self.outward._handle.prioritize_pieces(wanted)
-        self.outward._session.set_ip_filter(lt.ip_filter())
+        self.outward._back_to_seeders()
         self.rescued = True
         log.info("%s: nothing came from the rack for %g s with %d pieces missing: fetching them from outside",
                  self.info.name, self.seeder_fallback, wanted.count(rack_split.STRIPE_PRIORITY))
@@ -529,6 +552,7 @@ class SplitPeer(_Reporter):
         started = time.monotonic()
         stall = policy.StallDetector(self.stall_timeout, started)
         quiet = policy.StallDetector(self.seeder_fallback, started)
+        next_repair = started + REPAIR_SECONDS
         while True:
             self.outward._drain_alerts(int(TICK_SECONDS * 1000))
             self.inward._drain_alerts()
@@ -547,7 +571,11 @@ class SplitPeer(_Reporter):
             # Only once this host's own stripes are in: what is missing is then its rack-mates'.
             if quiet.stalled(inward.total_wanted_done, now) and outward.is_finished and not self.rescued:
                 self._rescue()
-            done = inward.total_wanted_done + outward.total_wanted_done
+            if now >= next_repair:
+                self._repair_hand_over()
+                next_repair = now + REPAIR_SECONDS
+            # Bytes that only grow: a rescue lowers what the outward session wants, and so its bytes done.
+            done = inward.total_wanted_done + outward.total_payload_download
             if stall.stalled(done, now):
                 raise StallError(
                     f"download of {self.info.name} stalled: no data for {self.stall_timeout:g} s "

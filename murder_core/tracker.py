@@ -613,8 +613,13 @@ class Tracker:
 
     @staticmethod
     def _side(place, claimed, split):
-        """The split session an announce names; None unless its place is a signed claim (``rack_split``)."""
-        if split is None or claimed is None or place is None or place.encode() != claimed:
+        """The split session an announce names; None unless its place is a signed claim (``rack_split``).
+
+        A place by address is what any client gets (and could name in its
+        claim): only one that ``location.verified`` returned counts.
+        """
+        if (split is None or claimed is None or place is None or location.is_by_address(place)
+                or place.encode() != claimed):
             return None
         return rack_split.parse_cached(split)
 

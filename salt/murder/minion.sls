@@ -48,4 +48,13 @@ murder-modules:
       - wait: True
     - onchanges:
       - pip: murder-package
+
+# The package's murder_location grain, to the master's minion data cache: where the engine learns the
+# minion's rack for a rack split (refresh_grains also refreshes pillar, which carries grains to the master).
+murder-grains:
+  module.run:
+    - saltutil.refresh_grains:
+      - refresh_pillar: True
+    - onchanges:
+      - pip: murder-package
 {%- endif %}

@@ -82,6 +82,8 @@ def test_murder_minion_installs_the_wheel_and_keeps_the_masters_install(lab, tmp
     # The installed package's grain carries the minion's `murder:` place to the master (rack_split's plan).
     done, grain = run(lab, "salt", "--static", MASTER_MINION, "grains.get", "murder_location")
     assert grain == {MASTER_MINION: {"rack": "r1", "datacenter": "dc1"}}, done.stdout + done.stderr
+    done, cached = run(lab, "salt-run", "cache.grains", f"tgt={MASTER_MINION}")
+    assert cached[MASTER_MINION]["murder_location"] == {"rack": "r1", "datacenter": "dc1"}, done.stdout
 
     # And a deploy through the installed reactor reaches both.
     source = tmp_path / "build"

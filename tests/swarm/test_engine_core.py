@@ -119,3 +119,28 @@ def test_a_restarted_engine_fails_the_deploy_it_lost_and_seeds_again(tmp_path):
         assert ("shop", "r1") in second.seeders
     finally:
         second.stop()
+
+
+def _places_failing(minions):
+    raise OSError("the minion data cache is unreadable")
+
+
+@pytest.mark.parametrize("places, rack_split, racks", [
+    (lambda minions: {"m1": "dc/a", "m2": "dc/b"}, True, {"dc/a": ["m1"], "dc/b": ["m2"]}),
+    (lambda minions: {"m1": "dc/a", "m2": "dc/b"}, False, None),  # rack_split off: one session a peer
+    (lambda minions: {"m1": "dc/a", "m2": "dc/a"}, True, None),  # one rack: nothing to split
+    (_places_failing, True, None),  # the deploy goes on without a split
+])
+def test_the_start_event_carries_the_racks_the_master_knows(tmp_path, places, rack_split, racks):
+    bus = Bus()
+    engine = engine_core.Engine(settings=dict(SETTINGS, rack_split=rack_split), store=str(tmp_path / "store"),
+                                address="127.0.0.1", fire=bus, expected_minions=lambda tgt, tgt_type: ["m1", "m2"],
+                                activate=lambda *a: {}, places=places).start()
+    try:
+        engine.handle(config.TAG_DEPLOY_REQUEST, {"source": source(tmp_path, "v1"), "app": "shop", "tgt": "m*",
+                                                  "release": "r1"})
+        run_until(engine, lambda: any(tag.endswith("/start") for tag, _ in bus.fired))
+        start = [data for tag, data in bus.fired if tag.endswith("/start")][0]
+        assert start["peer"].get("racks") == racks
+    finally:
+        engine.stop()

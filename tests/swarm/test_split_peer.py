@@ -65,6 +65,8 @@ def test_each_piece_enters_a_rack_once(tracker, members, run_all, tmp_path):
         time.sleep(0.1)
     counts = tracker.swarm(key_of_swarm)
     assert counts["downloaded"] == 4 and counts["incomplete"] == 0, counts
+    # Every split peer lingers until the tracker counts every host complete, then stops.
+    assert run_all([lambda m=m: m.linger(30) for m in members[1:]]) == ["swarm complete"] * 4
     # Nothing of the outward sessions is left beside the artifact once a peer is closed.
     for member in members[1:]:
         member.close()

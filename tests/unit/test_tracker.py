@@ -556,6 +556,12 @@ def test_split_sessions_are_believed_with_a_signed_place_only(make_tracker):
     # which meets no split session.
     forged = ports(announce(tracker, 7200, split="in", location=place, location_sig=location.sign(key, "dc1/r1")))
     assert forged == [6000]
+    # Nor beside a claim of the place the tracker gives by address, which any client can name.
+    by_address = location.by_address("127.0.0.1")
+    sneaky = ports(announce(tracker, 7201, split="out.0.1.2", location=by_address, location_sig="00"))
+    assert 7000 not in sneaky and all(p not in sneaky for p in out_port.values())
+    assert sorted(ports(announce(tracker, out_port["r0h0"], split="out.0.2.2", **signed))) == [
+        6000, out_port["r1h0"]]
 
 
 def test_random_choice_ignores_places(make_tracker):
