@@ -307,10 +307,14 @@ class Peer(_Member, _Reporter):
         if self._leave is None:
             return
         self._stripe_left = [piece for piece in self._stripe_left if not self._handle.have_piece(piece)]
-        decision = self._leave.decide(not self._stripe_left, bytes_done, now)
-        if decision == policy.SeederLeave.LEAVE:
+        others = set()
+        if not self._stripe_left and not self._leave.left:
             others = {peer.ip[0] for peer in self._handle.get_peer_info()
                       if not peer.pid.to_bytes().startswith(profile.SEEDER_FINGERPRINT.encode())}
+        # Only with another peer to take the rest from: alone with the seeder (its stripe partners gone,
+        # or not yet connected) leaving would only wait out the fallback (seen in an operator trial).
+        decision = self._leave.decide(not self._stripe_left and bool(others), bytes_done, now)
+        if decision == policy.SeederLeave.LEAVE:
             if self._leave_seeders & others:
                 # A peer shares the seeder's address (loopback, a master that is also a minion):
                 # blocking the address would cut that peer off too.

@@ -439,7 +439,7 @@ def test_peers_leave_the_seeder_once_their_stripes_are_in(make_release, members,
     assert sum(result.bytes_from_seeder for result in results) < 1.5 * release.info.size, results
 
 
-def test_a_peer_whose_stripe_partner_never_comes_goes_back_to_the_seeder(make_release, members, tmp_path):
+def test_a_peer_whose_stripe_partner_never_comes_stays_with_the_seeder(make_release, members, tmp_path):
     release = make_release(4 * MiB)
     members.append(_seeder_apart(release, upload_rate_limit=2 * MiB))
     alone = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen=f"{PEER_AT[0]}:0", stall_timeout=20,
@@ -448,9 +448,26 @@ def test_a_peer_whose_stripe_partner_never_comes_goes_back_to_the_seeder(make_re
     alone.connect(members[0].endpoint)
     result = alone.download()
     assert sha256_file(result.path) == release.sha256
-    assert result.left_seeder and result.back_to_seeder, result
-    # All of it from the seeder (blocks in flight when it left may have come twice).
+    # Nobody else to take the rest from: leaving would only have waited out the fallback.
+    assert not result.left_seeder and not result.back_to_seeder, result
     assert result.bytes_from_peers == 0 and result.bytes_from_seeder >= release.info.size, result
+
+
+def test_a_peer_whose_stripe_partner_gives_nothing_goes_back_to_the_seeder(make_release, members, run_all,
+                                                                          tmp_path):
+    release = make_release(4 * MiB)
+    members.append(_seeder_apart(release, upload_rate_limit=2 * MiB))
+    waiting = swarm.Peer(release.torrent, str(tmp_path / "peer"), listen=f"{PEER_AT[0]}:0", stall_timeout=20,
+                         stripe=(0, 2), leave_seeders=[SEEDER_AT], seeder_fallback=1)
+    # Its partner is there but sends next to nothing (a host that is overloaded, or failing).
+    mute = swarm.Peer(release.torrent, str(tmp_path / "mute"), listen=f"{PEER_AT[1]}:0", stall_timeout=60,
+                      upload_rate_limit=1, download_rate_limit=64 * 1024)
+    members.extend([waiting, mute])
+    waiting.connect(members[0].endpoint, mute.endpoint)
+    mute.connect(members[0].endpoint)
+    result = waiting.download()
+    assert sha256_file(result.path) == release.sha256
+    assert result.left_seeder and result.back_to_seeder, result
 
 
 def test_a_peer_sharing_the_seeders_address_with_another_stays_with_the_seeder(make_release, members, run_all,
