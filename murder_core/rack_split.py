@@ -73,7 +73,7 @@ class Assignment:
         return [p for p in range(num_pieces) if self.own_share(p)]
 
     def stripe_set(self):
-        return frozenset(k for k in range(self.stripes) if k % self.rack_size == self.index)
+        return stripes_of(self.index, self.rack_size, self.stripes)
 
     def announce_value(self):
         return f"{OUTWARD}.{self.index}.{self.rack_size}.{self.stripes}"
@@ -137,7 +137,12 @@ def parse(value):
     index, size, stripes = (int(part) for part in parts)
     if not 0 <= index < size <= stripes <= MAX_STRIPES:
         return None
-    return frozenset(k for k in range(stripes) if k % size == index)
+    return stripes_of(index, size, stripes)
+
+
+def stripes_of(index, rack_size, stripes):
+    """The stripes host ``index`` of a rack of ``rack_size`` takes when a release is cut into ``stripes``."""
+    return frozenset(k for k in range(stripes) if k % rack_size == index)
 
 
 @functools.lru_cache(maxsize=256)  # one value a host index and rack size: a few in a fleet

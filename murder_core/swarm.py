@@ -508,16 +508,10 @@ class SplitPeer(_Reporter):
         self.stall_timeout = float(stall_timeout)
         self.seeder_fallback = float(seeder_fallback)
         self.rescued = False
-        self.handed = 0
         self._init_reports(on_progress, progress_interval)
 
     def _hand_over(self, piece, data):
         self.inward._handle.add_piece(piece, data, 0)
-        self.handed += 1
-
-    @property
-    def listen_port(self):
-        return self.inward.listen_port
 
     def connect(self, *endpoints):
         """Connect the outward session (the one that meets the seeder) to members directly."""
@@ -614,10 +608,6 @@ class SplitPeer(_Reporter):
         every piece, no outward session of another rack needs this one's stripes.
         """
         return self.inward.linger(limit, beside=[self.outward])
-
-    @property
-    def closed(self):
-        return self.inward.closed
 
     def close(self, announce_stop=True):
         """Close both sessions and drop the outward session's partial copy (never the artifact)."""
