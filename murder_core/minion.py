@@ -133,10 +133,12 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
     """
     config.check_release_name(release)
     torrent = torrent_mod.decode(torrent)
+    target = release_dir(base_dir, release)
+    downloads = artifact_dir(base_dir, release)
+    check_same_content(base_dir, release, sha256)
+    already = os.path.isdir(target)
     inward_torrent = None
-    # A host that has the release already only seeds it: it splits nothing (its outward session would
-    # fetch its stripes again).
-    if os.path.isdir(release_dir(base_dir, release)):
+    if already:  # it only seeds the release: an outward session would fetch its stripes again
         split = None
     if not (place and location_key):
         place = None
@@ -148,10 +150,6 @@ def fetch(*, torrent, sha256, base_dir, release, seeders=(), listen="0.0.0.0:688
                 torrent, [rack_split.announce_url(url, rack_split.INWARD) for url in urls])
             urls = [rack_split.announce_url(url, split.announce_value()) for url in urls]
         torrent = torrent_mod.with_trackers(torrent, urls)
-    target = release_dir(base_dir, release)
-    downloads = artifact_dir(base_dir, release)
-    check_same_content(base_dir, release, sha256)
-    already = os.path.isdir(target)
 
     info = torrent_mod.describe(torrent)
     size = info.size

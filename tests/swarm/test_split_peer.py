@@ -88,3 +88,20 @@ def test_a_rack_whose_host_is_gone_fetches_its_stripe_from_outside(tracker, memb
     assert reports["a1"]["changed"] and reports["a1"]["rescued"], reports["a1"]
     assert not reports["b1"]["rescued"] and not reports["b2"]["rescued"], reports
     assert (tmp_path / "a1" / "releases" / "r1" / "blob.bin").stat().st_size == 4 * MiB
+
+
+def test_a_host_that_has_the_release_already_does_not_split(tracker, members, run_all, tmp_path):
+    made, artifact, key, seeder = _release(tmp_path, tracker, members, size=1 * MiB)
+    racks = rack_split.plan({"a1": "dc/a", "b1": "dc/b"})
+    addresses = {"a1": "127.0.1.1", "b1": "127.0.1.3"}
+
+    def fetch(name):
+        peer, report = _fetch(tmp_path, made, artifact, key, seeder, racks, name, addresses[name])
+        members.append(peer)
+        return report
+
+    assert all(report["split"] for report in run_all([lambda n=n: fetch(n) for n in sorted(addresses)]))
+    members.pop().close()
+    members.pop().close()
+    again = fetch("a1")  # a redeploy: it only seeds what it has, no outward session fetching its stripes
+    assert not again["changed"] and not again["split"] and again["bytes_from_outside"] is None, again
