@@ -26,7 +26,7 @@ def _announce_once_reloaded(url, key, seconds=30, reload=None):
 
     ``reload`` (a callable sending SIGHUP) is called again every 2 s while refused: opentracker listens, and
     answers, before the thread that re-reads the whitelist on SIGHUP waits for it, and a SIGHUP in between
-    is lost (once in CI, on a loaded machine).
+    is lost (in CI, twice in five runs, once long after opentracker started).
     """
     deadline = time.monotonic() + seconds
     next_reload = time.monotonic() + 2
@@ -80,5 +80,6 @@ def test_deploy_through_opentracker(opentracker, salt_minions, salt_run_cli, app
     listed = whitelist.read(opentracker.whitelist)
     info_hash = ret.data["info_hash"]
     assert info_hash[:40] in listed, (info_hash, listed)
-    answer = _announce_once_reloaded(opentracker.url, bytes.fromhex(info_hash[:40]))
+    # The engine sent one SIGHUP; opentracker can lose one (twice in CI): the note on issue #17 says more.
+    answer = _announce_once_reloaded(opentracker.url, bytes.fromhex(info_hash[:40]), reload=opentracker.reload)
     assert b"failure reason" not in answer and answer[b"complete"] >= 1
